@@ -1,0 +1,57 @@
+"""Majordome: an OpenAI-compatible LLM as the butler of the house."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from homeassistant.const import CONF_API_KEY, CONF_URL, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import config_validation as cv, llm
+from homeassistant.helpers.httpx_client import get_async_client
+from homeassistant.helpers.typing import ConfigType
+
+from .backend import create_client
+from .const import CONF_TIMEOUT, DEFAULT_TIMEOUT, DOMAIN
+from .models import MajordomeConfigEntry, MajordomeData
+from .tools import MajordomeAPI
+
+PLATFORMS = [Platform.CONVERSATION]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register Majordome's tools as an LLM API, once, for every agent to use."""
+    llm.async_register_api(hass, MajordomeAPI(hass))
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) -> bool:
+    """Set up an agent for one server and model.
+
+    The server is not probed here: while it is down the agent stays available and
+    tells the user what is wrong, which a voice user hears, instead of vanishing.
+    """
+    client = await hass.async_add_executor_job(
+        partial(
+            create_client,
+            entry.data[CONF_URL],
+            entry.data.get(CONF_API_KEY),
+            get_async_client(hass),
+            float(entry.options.get(CONF_TIMEOUT, DEFAULT_TIMEOUT)),
+        )
+    )
+    entry.runtime_data = MajordomeData(client=client, options=dict(entry.options))
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    entry.async_on_unload(entry.add_update_listener(_async_update_listener))
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) -> bool:
+    """Unload the agent."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def _async_update_listener(hass: HomeAssistant, entry: MajordomeConfigEntry) -> None:
+    """Reload when the options change (features and the client depend on them)."""
+    if dict(entry.options) != entry.runtime_data.options:
+        await hass.config_entries.async_reload(entry.entry_id)

@@ -1,0 +1,420 @@
+"""The OpenAI-compatible backend.
+
+Owns the client, model listing, and turning a chat-completions chunk stream into
+chat-log deltas, with the quirks of real servers and small local models handled here:
+tool-call arguments split across chunks, arguments that are not JSON, tool calls written
+as bare JSON in the text, `<think>` blocks, and servers' prompt-cache hints.
+It knows nothing about Home Assistant entities or memory.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+import json
+import re
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import openai
+from openai.types.chat import ChatCompletionChunk
+
+from homeassistant.components import conversation
+from homeassistant.helpers import llm
+
+from .const import INVALID_ARGUMENTS_KEY, LOGGER
+
+
+class ErrorKind(StrEnum):
+    """What went wrong talking to the server; each value is a translation key."""
+
+    CANNOT_CONNECT = "cannot_connect"
+    TIMEOUT = "timeout"
+    INVALID_AUTH = "invalid_auth"
+    MODEL_NOT_FOUND = "model_not_found"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    BAD_REQUEST = "bad_request"
+    BROKEN_STREAM = "broken_stream"
+    EMPTY_REPLY = "empty_reply"
+    UNKNOWN = "unknown"
+
+
+class BackendError(Exception):
+    """A failed exchange with the server, classified for the user."""
+
+    def __init__(self, kind: ErrorKind, detail: str = "") -> None:
+        """Keep the kind for the spoken answer and the detail for the log."""
+        super().__init__(f"{kind}: {detail}" if detail else str(kind))
+        self.kind = kind
+        self.detail = detail
+
+
+def classify_error(err: BaseException) -> ErrorKind:
+    """Map a client exception to the kind of failure the user is told about."""
+    # Order matters: APITimeoutError subclasses APIConnectionError.
+    if isinstance(err, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(err, openai.APIConnectionError | httpx.ConnectError):
+        return ErrorKind.CANNOT_CONNECT
+    if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ErrorKind.INVALID_AUTH
+    if isinstance(err, openai.NotFoundError):
+        return ErrorKind.MODEL_NOT_FOUND
+    if isinstance(err, openai.RateLimitError):
+        return ErrorKind.RATE_LIMITED
+    if isinstance(err, openai.InternalServerError):
+        return ErrorKind.SERVER_ERROR
+    if isinstance(err, openai.BadRequestError | openai.UnprocessableEntityError):
+        return ErrorKind.BAD_REQUEST
+    if isinstance(err, openai.APIStatusError):
+        # Statuses without a class of their own (409, 413...): refused before any stream.
+        return ErrorKind.BAD_REQUEST if err.status_code < 500 else ErrorKind.SERVER_ERROR
+    if isinstance(err, openai.APIError | httpx.HTTPError | json.JSONDecodeError):
+        # Errors raised while iterating a stream that had started fine.
+        return ErrorKind.BROKEN_STREAM
+    return ErrorKind.UNKNOWN
+
+
+def create_client(
+    url: str, api_key: str | None, http_client: httpx.AsyncClient, timeout: float
+) -> openai.AsyncOpenAI:
+    """Create the client (blocking: it loads certificates, run it in the executor).
+
+    No retries: a voice user waiting in silence is better served by a quick, clear
+    answer than by a backoff.
+    """
+    return openai.AsyncOpenAI(
+        base_url=url,
+        # Local servers need no key, but the client insists on one.
+        api_key=api_key or "no-key",
+        http_client=http_client,
+        timeout=timeout,
+        max_retries=0,
+    )
+
+
+async def async_list_models(client: openai.AsyncOpenAI) -> list[str]:
+    """Return the ids of the models the server lists, sorted (empty if none)."""
+    try:
+        page = await client.models.list()
+    except Exception as err:  # every failure is classified
+        raise BackendError(classify_error(err), str(err)) from err
+    return sorted({model.id for model in page.data if model.id})
+
+
+def cache_hints(url: str, cache_key: str) -> dict[str, Any]:
+    """Return the prompt-cache hints the server at `url` understands.
+
+    OpenAI rejects unknown parameters but takes `prompt_cache_key`; llama.cpp
+    reads `cache_prompt`; Ollama, vLLM and LM Studio ignore unknown fields.
+    """
+    host = urlparse(url).hostname or ""
+    if host == "api.openai.com":
+        return {"prompt_cache_key": cache_key}
+    return {"cache_prompt": True}
+
+
+@dataclass
+class StreamStats:
+    """What one completion cost, for the debug log and the benchmarks."""
+
+    started: float = field(default_factory=time.monotonic)
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    cache_n: int | None = None  # prompt tokens the server reused (llama.cpp)
+    prompt_n: int | None = None  # prompt tokens it had to process
+    finish_reason: str | None = None
+
+
+# --- <think> blocks --------------------------------------------------------------
+
+_THINK_OPEN = "<think>"
+_THINK_CLOSE = "</think>"
+
+
+class ThinkFilter:
+    """Drop `<think>...</think>` from streamed text, even when tags straddle chunks."""
+
+    def __init__(self) -> None:
+        """Start outside a think block with nothing held back."""
+        self._inside = False
+        self._held = ""  # a tail that may be the start of a tag
+
+    def feed(self, text: str) -> str:
+        """Take the next chunk and return what may be shown of it."""
+        buffer = self._held + text
+        self._held = ""
+        shown: list[str] = []
+        while buffer:
+            tag = _THINK_CLOSE if self._inside else _THINK_OPEN
+            index = buffer.find(tag)
+            if index >= 0:
+                if not self._inside:
+                    shown.append(buffer[:index])
+                buffer = buffer[index + len(tag) :]
+                self._inside = not self._inside
+                continue
+            # Hold back a tail that could be the beginning of the tag.
+            keep = _partial_suffix(buffer, tag)
+            if not self._inside:
+                shown.append(buffer[: len(buffer) - keep])
+            self._held = buffer[len(buffer) - keep :]
+            break
+        return "".join(shown)
+
+    def flush(self) -> str:
+        """Return what was held back once the stream has ended."""
+        held, self._held = self._held, ""
+        return "" if self._inside else held
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
+    for length in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:length]):
+            return length
+    return 0
+
+
+# --- Tool-call arguments ---------------------------------------------------------
+
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_CODE_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+
+
+def parse_arguments(raw: str | None) -> dict[str, Any] | None:
+    """Parse tool-call arguments, repairing what small models typically break.
+
+    Returns None when the intent is not obvious: the caller sends an error back to
+    the model instead of guessing.
+    """
+    text = (raw or "").strip()
+    if not text:
+        return {}
+    text = _CODE_FENCE.sub("", text).strip()
+    candidates = [text, _TRAILING_COMMA.sub(r"\1", text)]
+    # A truncated object: close the braces and brackets left open.
+    candidates.append(_close_brackets(candidates[-1]))
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        return _as_arguments(value)
+    # Python literals: single quotes, True/False/None.
+    try:
+        value = ast.literal_eval(candidates[-1])
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        # TypeError: "{{...}}" evaluates to a set holding a dict.
+        return None
+    return _as_arguments(value)
+
+
+def _as_arguments(value: Any) -> dict[str, Any] | None:
+    """Accept an object, or a JSON string that holds one (a common double encoding)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
+def _close_brackets(text: str) -> str:
+    """Append the closing brackets a truncated JSON text is missing."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            stack.append("}" if char == "{" else "]")
+        elif char in "}]" and stack:
+            stack.pop()
+    return text + ('"' if in_string else "") + "".join(reversed(stack))
+
+
+def tool_input(tool_id: str | None, name: str, raw_arguments: str | None) -> llm.ToolInput:
+    """Build a tool input; unparsable arguments travel along for the tool layer to refuse."""
+    arguments = parse_arguments(raw_arguments)
+    if arguments is None:
+        arguments = {INVALID_ARGUMENTS_KEY: raw_arguments or ""}
+    if tool_id:
+        return llm.ToolInput(id=tool_id, tool_name=name, tool_args=arguments)
+    return llm.ToolInput(tool_name=name, tool_args=arguments)
+
+
+_TOOL_CALL_TAGS = re.compile(r"</?tool_call>")
+
+
+def tool_calls_in_text(text: str, tool_names: Iterable[str]) -> list[llm.ToolInput] | None:
+    """Read tool calls a model wrote as text (`{"name": ..., "arguments": ...}`).
+
+    Only calls to tools that exist count, so a reply that merely looks like JSON is
+    still spoken as text.
+    """
+    body = _CODE_FENCE.sub("", _TOOL_CALL_TAGS.sub("\n", text).strip()).strip()
+    decoder = json.JSONDecoder()
+    known = set(tool_names)
+    calls: list[llm.ToolInput] = []
+    position = 0
+    while position < len(body):
+        if body[position].isspace() or body[position] == ",":
+            position += 1
+            continue
+        try:
+            value, position = decoder.raw_decode(body, position)
+        except ValueError:
+            return None
+        for item in value if isinstance(value, list) else [value]:
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or name not in known:
+                return None
+            arguments = item.get("arguments", item.get("parameters", {}))
+            raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            calls.append(tool_input(None, name, raw))
+    return calls or None
+
+
+# --- The stream ------------------------------------------------------------------
+
+
+@dataclass
+class _PendingCall:
+    """A tool call whose pieces are still arriving."""
+
+    id: str | None = None
+    name: str = ""
+    arguments: str = ""
+
+
+async def async_stream_completion(
+    client: openai.AsyncOpenAI,
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    temperature: float,
+    max_tokens: int,
+    extra_body: dict[str, Any],
+    stats: StreamStats,
+) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+    """Stream one completion as chat-log deltas.
+
+    Raises BackendError for every failure, with what was received so far discarded
+    by the chat log (it only stores a message once the stream ends).
+    """
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "stream": True,
+    }
+    if tools:
+        kwargs["tools"] = tools
+    if extra_body:
+        kwargs["extra_body"] = extra_body
+    tool_names = [tool["function"]["name"] for tool in tools or []]
+
+    try:
+        stream = await client.chat.completions.create(**kwargs)
+    except Exception as err:  # every failure is classified
+        raise BackendError(classify_error(err), str(err)) from err
+
+    think = ThinkFilter()
+    pending: dict[Any, _PendingCall] = {}
+    # A reply that opens like JSON may be a tool call written as text: hold it back.
+    held_text: list[str] | None = None
+    produced = False
+    yield {"role": "assistant"}
+    try:
+        async for chunk in stream:
+            _record_timings(chunk, stats)
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            stats.finish_reason = choice.finish_reason or stats.finish_reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            for call in delta.tool_calls or []:
+                key = call.index if call.index is not None else (call.id or len(pending))
+                entry = pending.setdefault(key, _PendingCall())
+                entry.id = entry.id or call.id
+                if call.function is not None:
+                    # Servers send the name once; some repeat it whole in each chunk.
+                    entry.name = entry.name or (call.function.name or "")
+                    entry.arguments += call.function.arguments or ""
+                _mark_first_token(stats)
+            if not delta.content:
+                continue
+            text = think.feed(delta.content)
+            if not text:
+                continue
+            _mark_first_token(stats)
+            if held_text is None and not produced and text.lstrip()[:1] in ("{", "[", "<", "`"):
+                held_text = []
+            if held_text is not None:
+                held_text.append(text)
+                continue
+            produced = produced or bool(text.strip())
+            yield {"content": text}
+    except BackendError:
+        raise
+    except Exception as err:  # a stream can break in many ways
+        kind = classify_error(err)
+        if kind is not ErrorKind.TIMEOUT:
+            kind = ErrorKind.BROKEN_STREAM
+        raise BackendError(kind, str(err)) from err
+    finally:
+        stats.total_s = time.monotonic() - stats.started
+
+    tail = think.flush()
+    calls = [
+        tool_input(entry.id, entry.name, entry.arguments)
+        for entry in pending.values()  # first-seen order, i.e. the servers' index order
+        if entry.name
+    ]
+    if held_text is not None:
+        text = "".join(held_text) + tail
+        tail = ""
+        written_calls = None if calls else tool_calls_in_text(text, tool_names)
+        if written_calls:
+            LOGGER.debug("Read %d tool call(s) written as text", len(written_calls))
+            calls = written_calls
+        elif text.strip():
+            produced = True
+            yield {"content": text}
+    if tail:
+        produced = produced or bool(tail.strip())
+        yield {"content": tail}
+    if calls:
+        yield {"tool_calls": calls}
+    elif not produced:
+        raise BackendError(ErrorKind.EMPTY_REPLY, f"finish_reason={stats.finish_reason}")
+
+
+def _mark_first_token(stats: StreamStats) -> None:
+    if stats.first_token_s is None:
+        stats.first_token_s = time.monotonic() - stats.started
+
+
+def _record_timings(chunk: ChatCompletionChunk, stats: StreamStats) -> None:
+    """Read llama.cpp's `timings` (an extra field on the last chunk) when present."""
+    timings = (chunk.model_extra or {}).get("timings")
+    if isinstance(timings, dict):
+        stats.cache_n = timings.get("cache_n", stats.cache_n)
+        stats.prompt_n = timings.get("prompt_n", stats.prompt_n)

@@ -1,0 +1,42 @@
+"""Constants for Majordome: the domain, option keys and their defaults."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+DOMAIN: Final = "majordome"
+LOGGER = logging.getLogger(__package__)
+
+# Entry data keys are Home Assistant's own: CONF_URL, CONF_API_KEY, CONF_MODEL.
+DEFAULT_URL: Final = "http://localhost:11434/v1"  # Ollama's OpenAI-compatible endpoint
+
+# Options
+CONF_PROMPT: Final = "prompt"
+CONF_LLM_HASS_API: Final = "llm_hass_api"  # same key as homeassistant.const
+CONF_TEMPERATURE: Final = "temperature"
+CONF_MAX_TOKENS: Final = "max_tokens"
+CONF_MAX_ITERATIONS: Final = "max_iterations"
+CONF_MAX_HISTORY: Final = "max_history"
+
+LLM_API_NONE: Final = "none"
+LLM_API_ASSIST: Final = "assist"
+
+DEFAULT_TEMPERATURE: Final = 0.3
+DEFAULT_MAX_TOKENS: Final = 300
+DEFAULT_MAX_ITERATIONS: Final = 10
+DEFAULT_MAX_HISTORY: Final = 10  # user turns kept in what is sent to the model
+
+# Timeouts (seconds)
+CONNECT_TIMEOUT: Final = 10.0  # config flow and model listing
+
+
+# The llm.API Majordome registers: Assist's intent tools plus its own tools.
+MAJORDOME_API_ID: Final = "majordome"
+
+CONF_TIMEOUT: Final = "timeout"
+DEFAULT_TIMEOUT: Final = 60  # seconds without a byte from the server before giving up
+
+# Tool arguments that could not be parsed travel under this key, so the tool layer
+# can answer the model with an error instead of calling the tool with garbage.
+INVALID_ARGUMENTS_KEY: Final = "__majordome_unparsable_arguments__"

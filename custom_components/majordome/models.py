@@ -1,0 +1,48 @@
+"""What an entry keeps at run time, and what a turn cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import time
+from typing import Any
+
+import openai
+
+from homeassistant.config_entries import ConfigEntry
+
+from .backend import StreamStats
+
+
+@dataclass
+class TurnTrace:
+    """Where one turn's time went; logged at debug level and read by the benchmarks."""
+
+    started: float = field(default_factory=time.monotonic)
+    prepare_s: float = 0.0  # tools, prompt and messages built
+    completions: list[StreamStats] = field(default_factory=list)
+    total_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def server_s(self) -> float:
+        """Time spent waiting on the server, from request to the stream's end."""
+        return sum(stats.total_s for stats in self.completions)
+
+    @property
+    def overhead_s(self) -> float:
+        """Time spent in Majordome and Home Assistant (tools included)."""
+        return self.total_s - self.server_s
+
+
+@dataclass
+class MajordomeData:
+    """Runtime data of one config entry."""
+
+    client: openai.AsyncOpenAI
+    # The options the entry was set up with: the update listener reloads only when
+    # these change, not when other writes (e.g. memory) touch the entry.
+    options: dict[str, Any]
+    last_turn: TurnTrace | None = None
+
+
+type MajordomeConfigEntry = ConfigEntry[MajordomeData]

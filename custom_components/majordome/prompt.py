@@ -1,0 +1,130 @@
+"""The prompt: default instructions and a layout built for prefix caching.
+
+Servers (llama.cpp, Ollama, vLLM, OpenAI) reuse the work done on a prompt prefix that
+is byte-identical to the previous request's. Home Assistant 2025.4 opens its system
+prompt with the current time, so nothing is ever reused. Here the system prompt holds
+only what changes when the house changes: instructions, then the API's static context.
+Chat templates usually append the tool block after the system text, so one volatile
+byte in the system prompt would invalidate the tools too. The time and the date come
+from tools instead; the user's message stays the user's own words, which small models
+read as the request.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from homeassistant.components import conversation
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import TemplateError
+from homeassistant.helpers import llm, template
+
+from .const import INVALID_ARGUMENTS_KEY, LOGGER
+
+DEFAULT_INSTRUCTIONS: dict[str, str] = {
+    "en": """You are Majordome, the butler of this house. Answer in the user's language.
+Answer in one or two short sentences that can be spoken aloud: no markdown, no lists, no emoji.
+To act on a device, call the matching tool. Never say you did something without calling a tool.
+You can only control the devices listed in the static context below; for any other device, say you cannot.
+For the current time or date, call the get_time or get_date tool.
+If a request is unclear, ask one short question.""",
+    "fr": """Tu es Majordome, le majordome de cette maison. Réponds dans la langue de l'utilisateur.
+Réponds en une ou deux phrases courtes, faites pour être dites à voix haute : ni markdown, ni listes, ni emoji.
+Pour agir sur un appareil, appelle l'outil correspondant. Ne dis jamais que tu as fait quelque chose sans avoir appelé un outil.
+Tu ne peux commander que les appareils listés dans le contexte statique ci-dessous ; pour tout autre appareil, dis que tu ne peux pas.
+Pour l'heure ou la date, appelle l'outil get_time ou get_date.
+Si une demande n'est pas claire, pose une seule question courte.""",
+}
+
+
+def base_language(language: str | None) -> str:
+    """Return the two-letter language ("fr" for "fr-CA"), English by default."""
+    return (language or "en").split("-")[0].split("_")[0].lower() or "en"
+
+
+def default_instructions(language: str | None) -> str:
+    """Return the default instructions in the language, English when we have none."""
+    return DEFAULT_INSTRUCTIONS.get(base_language(language), DEFAULT_INSTRUCTIONS["en"])
+
+
+class PromptError(Exception):
+    """The user's instructions template could not be rendered."""
+
+
+def build_system_prompt(
+    hass: HomeAssistant,
+    instructions: str,
+    api_prompt: str | None,
+    extra_system_prompt: str | None,
+) -> str:
+    """Return the system prompt: stable parts only, most stable first.
+
+    Instructions are a template, as in Home Assistant's own agents; a template that
+    uses now() makes the prompt volatile again, which the README warns about.
+    """
+    try:
+        rendered = template.Template(instructions, hass).async_render(
+            {"ha_name": hass.config.location_name}, parse_result=False
+        )
+    except TemplateError as err:
+        raise PromptError(str(err)) from err
+    parts = [rendered.strip()]
+    if api_prompt:
+        parts.append(api_prompt.strip())
+    if extra_system_prompt:
+        parts.append(extra_system_prompt.strip())
+    return "\n\n".join(parts)
+
+
+def to_message(content: conversation.Content) -> dict[str, Any]:
+    """Convert one chat-log entry to a chat-completions message."""
+    if isinstance(content, conversation.ToolResultContent):
+        return {
+            "role": "tool",
+            "tool_call_id": content.tool_call_id,
+            "content": json.dumps(content.tool_result, ensure_ascii=False, default=str),
+        }
+    if isinstance(content, conversation.AssistantContent):
+        message: dict[str, Any] = {"role": "assistant", "content": content.content or ""}
+        if content.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.tool_name, "arguments": _arguments(call)},
+                }
+                for call in content.tool_calls
+            ]
+        return message
+    return {"role": content.role, "content": content.content}
+
+
+def _arguments(call: llm.ToolInput) -> str:
+    """Return the arguments as JSON; unparsable ones go back as {}.
+
+    Some servers parse the history's arguments and reject the whole request when
+    they are not JSON, which would break every later turn of the conversation. The
+    tool's error result already quotes what the model wrote.
+    """
+    if INVALID_ARGUMENTS_KEY in call.tool_args:
+        return "{}"
+    return json.dumps(call.tool_args, ensure_ascii=False)
+
+
+def build_messages(
+    chat_log_content: list[conversation.Content], max_history: int
+) -> list[dict[str, Any]]:
+    """Return the messages to send: the system prompt and the last `max_history` turns.
+
+    A turn starts at a user message, so a trimmed history never opens on an orphan
+    tool result. 0 keeps everything.
+    """
+    system, *history = chat_log_content
+    if max_history > 0:
+        user_indexes = [i for i, item in enumerate(history) if item.role == "user"]
+        if len(user_indexes) > max_history:
+            cut = user_indexes[-max_history]
+            LOGGER.debug("Trimming %d old messages from the history", cut)
+            history = history[cut:]
+    return [to_message(system), *(to_message(item) for item in history)]

@@ -1,0 +1,187 @@
+"""The tools the model may call: Assist's intent tools plus Majordome's own.
+
+Everything is offered through one `llm.API` ("majordome"), so other agents can use it
+too. The Assist tools keep Home Assistant's own scoping: only entities exposed to Assist
+can be matched. Majordome's own tools read the clock and touch no entity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import voluptuous as vol
+from voluptuous_openapi import convert
+
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import intent, llm
+from homeassistant.util import dt as dt_util
+from homeassistant.util.json import JsonObjectType
+
+from .const import INVALID_ARGUMENTS_KEY, LOGGER, MAJORDOME_API_ID
+from .prompt import base_language
+
+# Day and month names for the languages Majordome speaks; others get English.
+_WEEKDAYS = {
+    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+    "fr": ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"],
+}
+_MONTHS = {
+    "en": ["January", "February", "March", "April", "May", "June", "July",
+           "August", "September", "October", "November", "December"],
+    "fr": ["janvier", "février", "mars", "avril", "mai", "juin", "juillet",
+           "août", "septembre", "octobre", "novembre", "décembre"],
+}  # fmt: skip
+
+
+def spoken_date(moment: datetime, language: str | None) -> str:
+    """Return the date as a person says it: "Saturday 21 November 2026", "samedi 21 novembre 2026"."""
+    lang = base_language(language)
+    weekdays, months = _WEEKDAYS.get(lang, _WEEKDAYS["en"]), _MONTHS.get(lang, _MONTHS["en"])
+    day = "1er" if lang == "fr" and moment.day == 1 else str(moment.day)
+    return f"{weekdays[moment.weekday()]} {day} {months[moment.month - 1]} {moment.year}"
+
+
+def spoken_time(moment: datetime, language: str | None) -> str:
+    """Return the time as a person says it: "14:05" in English, "14 h 05" in French."""
+    if base_language(language) == "fr":
+        return f"{moment.hour} h {moment.minute:02d}"
+    return f"{moment.hour}:{moment.minute:02d}"
+
+
+class GetTimeTool(llm.Tool):
+    """The current local time, in Home Assistant's time zone."""
+
+    name = "get_time"
+    description = "Get the current local time."
+
+    async def async_call(
+        self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
+    ) -> JsonObjectType:
+        """Read the clock."""
+        now = dt_util.now()
+        return {
+            "time": spoken_time(now, llm_context.language),
+            "time_24h": now.strftime("%H:%M"),
+            "timezone": str(now.tzinfo),
+        }
+
+
+class GetDateTool(llm.Tool):
+    """Today's date, or a date some days away ("tomorrow", "in three days")."""
+
+    name = "get_date"
+    description = (
+        "Get today's date and weekday. Set days_from_today for another day, "
+        "e.g. 1 for tomorrow, -1 for yesterday."
+    )
+    parameters = vol.Schema(
+        {vol.Optional("days_from_today"): vol.All(vol.Coerce(int), vol.Range(-3660, 3660))}
+    )
+
+    async def async_call(
+        self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
+    ) -> JsonObjectType:
+        """Read the calendar."""
+        args = self.parameters(tool_input.tool_args)
+        day = dt_util.now() + timedelta(days=args.get("days_from_today", 0))
+        return {"date": spoken_date(day, llm_context.language), "iso_date": day.date().isoformat()}
+
+
+MAJORDOME_TOOLS: tuple[type[llm.Tool], ...] = (GetTimeTool, GetDateTool)
+
+
+@dataclass
+class MajordomeAPIInstance(llm.APIInstance):
+    """An API instance that answers the model's mistakes with errors it can act on."""
+
+    async def async_call_tool(self, tool_input: llm.ToolInput) -> JsonObjectType:
+        """Refuse unparsable arguments and unknown tools with a helpful message."""
+        if INVALID_ARGUMENTS_KEY in tool_input.tool_args:
+            raise HomeAssistantError(
+                f"The arguments of {tool_input.tool_name} were not a valid JSON object: "
+                f"{str(tool_input.tool_args[INVALID_ARGUMENTS_KEY])[:200]!r}. "
+                "Call the tool again with a JSON object."
+            )
+        if all(tool.name != tool_input.tool_name for tool in self.tools):
+            raise HomeAssistantError(
+                f"There is no tool named {tool_input.tool_name!r}. "
+                f"The tools are: {', '.join(tool.name for tool in self.tools)}."
+            )
+        arguments = _without_empty_values(tool_input.tool_args)
+        try:
+            return await super().async_call_tool(
+                llm.ToolInput(tool_name=tool_input.tool_name, tool_args=arguments, id=tool_input.id)
+            )
+        except intent.MatchFailedError:
+            # Small models decorate a right name with a made-up area or floor
+            # ("Kitchen Light" on floor "Kitchen"). The name is the most specific
+            # target they give: try it alone once; exposure rules still apply.
+            by_name = {key: arguments[key] for key in _TARGET_BY_NAME if key in arguments}
+            if "name" not in by_name or by_name == arguments:
+                raise
+            LOGGER.debug("No match for %s; retrying by name alone: %s", arguments, by_name)
+            return await super().async_call_tool(
+                llm.ToolInput(tool_name=tool_input.tool_name, tool_args=by_name, id=tool_input.id)
+            )
+
+
+_TARGET_BY_NAME = ("name", "domain")
+
+
+def _without_empty_values(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Drop the empty strings and lists small models send for slots they mean to skip."""
+    cleaned: dict[str, Any] = {}
+    for key, value in arguments.items():
+        kept = (
+            [item for item in value if item not in ("", None)] if isinstance(value, list) else value
+        )
+        if kept not in ("", None, []):
+            cleaned[key] = kept
+    return cleaned
+
+
+class MajordomeAPI(llm.API):
+    """Assist's intent tools (optional) and Majordome's own tools, as one API."""
+
+    def __init__(self, hass: HomeAssistant, include_assist: bool = True) -> None:
+        """Name the API; only the one with Assist is registered."""
+        super().__init__(hass=hass, id=MAJORDOME_API_ID, name="Majordome")
+        self.include_assist = include_assist
+
+    async def async_get_api_instance(self, llm_context: llm.LLMContext) -> MajordomeAPIInstance:
+        """Return Assist's prompt and tools with ours, sorted so the request is stable."""
+        api_prompt = ""
+        serializer: Callable[[Any], Any] | None = None
+        tools: dict[str, llm.Tool] = {tool.name: tool() for tool in MAJORDOME_TOOLS}
+        if self.include_assist:
+            assist = await llm.async_get_api(self.hass, llm.LLM_API_ASSIST, llm_context)
+            api_prompt, serializer = assist.api_prompt, assist.custom_serializer
+            # Ours win a name clash: a newer Home Assistant may add its own date tool.
+            for tool in assist.tools:
+                tools.setdefault(tool.name, tool)
+        return MajordomeAPIInstance(
+            api=self,
+            api_prompt=api_prompt,
+            llm_context=llm_context,
+            tools=[tools[name] for name in sorted(tools)],
+            custom_serializer=serializer,
+        )
+
+
+def format_tools(api: llm.APIInstance) -> list[dict[str, Any]]:
+    """Return the tools in the chat-completions format."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description or "",
+                "parameters": convert(tool.parameters, custom_serializer=api.custom_serializer),
+            },
+        }
+        for tool in api.tools
+    ]

@@ -1,0 +1,1 @@
+"""Development harness for Majordome: local LLM server, real Home Assistant, demo house."""

@@ -1,0 +1,199 @@
+"""A scripted OpenAI-compatible server on 127.0.0.1, for tests and benchmarks.
+
+Tests program it reply by reply (text streamed in pieces, tool calls whose arguments
+are split across chunks, parallel calls, HTTP errors, broken or slow streams, malformed
+chunks) and read back every request it received. The real `openai` client talks real
+HTTP to it, so the client's parsing and error handling are exercised as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    """One programmed answer to a chat-completions request."""
+
+    deltas: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str = "stop"
+    status: int = 200
+    error_message: str = ""
+    headers_delay_s: float = 0.0  # before the response starts
+    chunk_delay_s: float = 0.0  # between chunks
+    break_after: int | None = None  # drop the connection after this many chunks
+    raw_lines: list[str] | None = None  # send these SSE lines verbatim instead
+    timings: dict[str, Any] | None = None  # llama.cpp-style, on the last chunk
+
+
+def text(*pieces: str, chunk_delay_s: float = 0.0) -> Reply:
+    """A streamed text answer, one chunk per piece."""
+    return Reply(deltas=[{"content": piece} for piece in pieces], chunk_delay_s=chunk_delay_s)
+
+
+def tool_calls(*calls: tuple[str, dict[str, Any] | str], pieces: int = 3) -> Reply:
+    """Tool calls in one message, each call's arguments split over `pieces` chunks."""
+    deltas: list[dict[str, Any]] = []
+    for index, (name, arguments) in enumerate(calls):
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        deltas.append(
+            {
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": f"call_{index}_{name}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""},
+                    }
+                ]
+            }
+        )
+        size = max(1, -(-len(raw) // pieces))
+        deltas.extend(
+            {"tool_calls": [{"index": index, "function": {"arguments": raw[i : i + size]}}]}
+            for i in range(0, len(raw), size)
+        )
+    return Reply(deltas=deltas, finish_reason="tool_calls")
+
+
+def error(status: int, message: str = "scripted error") -> Reply:
+    """An HTTP error with an OpenAI-style JSON body."""
+    return Reply(status=status, error_message=message)
+
+
+@dataclass
+class Request:
+    """A request the server received."""
+
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    received: float
+
+
+class ScriptedServer:
+    """An aiohttp server on an ephemeral loopback port, answering from a queue."""
+
+    def __init__(
+        self, models: Iterable[str] = ("scripted-model",), api_key: str | None = None
+    ) -> None:
+        """Prepare the routes; `api_key`, when set, is required as a bearer token."""
+        self.models = list(models)
+        self.api_key = api_key
+        self.replies: deque[Reply] = deque()
+        self.requests: list[Request] = []
+        self.models_status = 200
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The base URL to configure, as for any OpenAI-compatible server."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def chat_requests(self) -> list[dict[str, Any]]:
+        """Bodies of the chat-completions requests, in order."""
+        return [r.body for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def add(self, *replies: Reply) -> None:
+        """Queue replies, answered in order."""
+        self.replies.extend(replies)
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1, on a port the system picks."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error_response(401, "Incorrect API key provided")
+        return None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.requests.append(Request(request.path, {}, dict(request.headers), time.monotonic()))
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if self.models_status != 200:
+            return _error_response(self.models_status, "models unavailable")
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+        )
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(Request(request.path, body, dict(request.headers), time.monotonic()))
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if not self.replies:
+            return _error_response(500, "the scripted server has no reply left")
+        reply = self.replies.popleft()
+        if reply.headers_delay_s:
+            await asyncio.sleep(reply.headers_delay_s)
+        if reply.status != 200:
+            return _error_response(reply.status, reply.error_message)
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        lines = reply.raw_lines if reply.raw_lines is not None else _sse_lines(reply, body)
+        for count, line in enumerate(lines):
+            if reply.break_after is not None and count >= reply.break_after:
+                # Drop the connection mid-body, as a crashing server would.
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if count and reply.chunk_delay_s:
+                await asyncio.sleep(reply.chunk_delay_s)
+            await response.write(line.encode())
+        await response.write_eof()
+        return response
+
+
+def _sse_lines(reply: Reply, body: dict[str, Any]) -> list[str]:
+    """Render a reply as server-sent events, as OpenAI and llama.cpp stream them."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        payload = {
+            "id": "chatcmpl-scripted",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": body.get("model", "scripted-model"),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(payload)}\n\n"
+
+    lines = [chunk({"role": "assistant", "content": None})]
+    lines.extend(chunk(delta) for delta in reply.deltas)
+    extra = {"timings": reply.timings} if reply.timings else {}
+    lines.append(chunk({}, reply.finish_reason, **extra))
+    lines.append("data: [DONE]\n\n")
+    return lines
+
+
+def _error_response(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "scripted_error", "code": status}}, status=status
+    )

@@ -1,0 +1,38 @@
+# Shared by the scripts: find Python 3.13 and keep the project venv (.venv) up to date.
+# Source it; it defines ROOT, VENV and ensure_venv.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MAJORDOME_VENV:-$ROOT/.venv}"
+
+_log() { echo "majordome: $*" >&2; }
+
+find_python313() {
+    local candidate
+    for candidate in "$(command -v python3.13 || true)" /root/.pyenv/versions/3.13.0/bin/python3.13; do
+        [[ -n "$candidate" && -x "$candidate" ]] || continue
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    _log "Python 3.13 is required (Home Assistant 2025.4): install it, e.g. with pyenv."
+    return 1
+}
+
+# Create the venv and install requirements_test.txt, again only when that file changed.
+ensure_venv() {
+    local stamp="$VENV/.majordome-requirements" want
+    want="$(sha256sum "$ROOT/requirements_test.txt" | cut -d' ' -f1)"
+    if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        local python
+        python="$(find_python313)" || return 1
+        _log "creating $VENV (first run: Home Assistant installs in a few minutes)"
+        "$python" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements_test.txt" >&2
+    echo "$want" > "$stamp"
+}

@@ -1,0 +1,70 @@
+"""End to end on the embedded model: llama.cpp's server, Qwen2.5-Coder 0.5B, real HTTP.
+
+The model is weak, so these tests check structure (a tool was called, the state
+changed, the stream ended), not eloquence. Temperature 0 keeps them repeatable.
+The server starts once for the module; scripts/setup-llm installs it on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+import pytest_socket
+
+from custom_components.majordome.config_flow import DEFAULT_OPTIONS
+from custom_components.majordome.const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN
+from devtools.house import async_setup_house
+from devtools.llm import LocalLlmServer
+from homeassistant.components import conversation
+from homeassistant.const import CONF_MODEL, CONF_URL
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.setup import async_setup_component
+
+pytestmark = pytest.mark.real_llm
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[LocalLlmServer]:
+    """The real llama.cpp server on 127.0.0.1."""
+    # Module fixtures run before the per-test socket guard is lifted; the server's
+    # readiness probe needs loopback now.
+    pytest_socket.enable_socket()
+    with LocalLlmServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def real_entry(
+    hass: HomeAssistant, socket_enabled: None, llm_server: LocalLlmServer
+) -> MockConfigEntry:
+    assert await async_setup_component(hass, "homeassistant", {})
+    await async_setup_house(hass, "demo")
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data={CONF_URL: llm_server.base_url, CONF_MODEL: llm_server.model},
+        options={**DEFAULT_OPTIONS, CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: 96},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+async def test_turn_on_the_kitchen_light(hass: HomeAssistant, real_entry: MockConfigEntry) -> None:
+    assert hass.states.get("light.kitchen_light").state == "off"
+
+    result = await conversation.async_converse(
+        hass, "turn on the kitchen light", None, Context(), agent_id=real_entry.entry_id
+    )
+
+    trace = real_entry.runtime_data.last_turn
+    assert trace is not None
+    assert trace.error is None, result.response.speech
+    # A tool call, then a final answer that ended the stream normally.
+    assert len(trace.completions) >= 2
+    assert trace.completions[-1].finish_reason == "stop"
+    assert hass.states.get("light.kitchen_light").state == "on"
+    # The second call reused the first one's prompt from the server's cache.
+    assert (trace.completions[1].cache_n or 0) > 0

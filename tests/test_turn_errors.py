@@ -1,0 +1,514 @@
+"""Every bad input through the real agent: server errors, broken streams, model mistakes.
+
+Each failing turn must end as the matching sentence in the user's language, never as
+an exception, and leave the history well formed for the next turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.majordome.config_flow import DEFAULT_OPTIONS
+from custom_components.majordome.const import CONF_TIMEOUT
+from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
+from homeassistant.components import conversation
+from homeassistant.core import Context, CoreState, HomeAssistant
+from homeassistant.helpers import intent
+from homeassistant.util import dt as dt_util
+
+COMPONENT = Path(__file__).parent.parent / "custom_components" / "majordome"
+SENTENCES = {
+    "en": json.loads((COMPONENT / "strings.json").read_text(encoding="utf-8"))["exceptions"],
+    "fr": json.loads((COMPONENT / "translations" / "fr.json").read_text(encoding="utf-8"))[
+        "exceptions"
+    ],
+}
+
+
+def sentence(kind: str, language: str = "en") -> str:
+    """The spoken sentence for an error kind, as the translations define it."""
+    return SENTENCES[language][kind]["message"]
+
+
+@pytest.fixture
+def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The default options, with overrides from indirect parametrization."""
+    return {**DEFAULT_OPTIONS, **getattr(request, "param", {})}
+
+
+async def converse(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    message: str,
+    conversation_id: str | None = None,
+    language: str | None = None,
+) -> conversation.ConversationResult:
+    """Send one message to the Majordome agent."""
+    return await conversation.async_converse(
+        hass, message, conversation_id, Context(), language=language, agent_id=entry.entry_id
+    )
+
+
+def speech_of(result: conversation.ConversationResult) -> str:
+    """The plain speech of a result."""
+    return result.response.speech["plain"]["speech"]
+
+
+def assert_failed_with(
+    hass: HomeAssistant, result: conversation.ConversationResult, kind: str, language: str = "en"
+) -> None:
+    """The turn ended as an error with the exact sentence, and HA is fine."""
+    assert speech_of(result) == sentence(kind, language)
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert result.response.error_code is intent.IntentResponseErrorCode.UNKNOWN
+    assert hass.state is CoreState.running
+
+
+def assert_well_formed(messages: list[dict[str, Any]]) -> None:
+    """System first, then user/assistant/tool messages whose tool calls all have results."""
+    assert messages[0]["role"] == "system"
+    assert messages[-1]["role"] == "user"
+    pending: list[str] = []
+    for message in messages[1:]:
+        role = message["role"]
+        assert role in ("user", "assistant", "tool"), message
+        if role == "tool":
+            assert message["tool_call_id"] in pending, message
+            pending.remove(message["tool_call_id"])
+            continue
+        # No user or assistant message may interrupt unanswered tool calls.
+        assert not pending, f"tool calls without results: {pending}"
+        assert isinstance(message["content"], str)
+        if role == "assistant":
+            for call in message.get("tool_calls", []):
+                assert call["type"] == "function"
+                json.loads(call["function"]["arguments"])
+                pending.append(call["id"])
+    assert not pending
+
+
+def tool_messages(request_body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool results of a request, decoded."""
+    return [
+        json.loads(message["content"])
+        for message in request_body["messages"]
+        if message["role"] == "tool"
+    ]
+
+
+GOOD_USER = "Hello butler"
+GOOD_REPLY = ("Good ", "evening.")
+NEXT_USER = "Are you still there?"
+
+
+async def run_around_failure(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    *,
+    failing: list[Reply],
+    kind: str,
+    language: str | None = None,
+) -> None:
+    """A good turn, the failing one, a good one; the history must not keep the failure."""
+    scripted.add(text(*GOOD_REPLY))
+    first = await converse(hass, entry, GOOD_USER, language=language)
+    assert speech_of(first) == "".join(GOOD_REPLY)
+    conversation_id = first.conversation_id
+
+    scripted.add(*failing)
+    result = await converse(hass, entry, "Do the failing thing", conversation_id, language)
+    assert_failed_with(hass, result, kind, language or "en")
+    assert result.conversation_id == conversation_id
+    assert entry.runtime_data.last_turn is not None
+    assert entry.runtime_data.last_turn.error == kind
+
+    scripted.add(text("Yes."))
+    last = await converse(hass, entry, NEXT_USER, conversation_id, language)
+    assert speech_of(last) == "Yes."
+    messages = scripted.chat_requests[-1]["messages"]
+    assert_well_formed(messages)
+    # The failed turn left nothing behind: neither its user message nor partial text.
+    assert messages[1:] == [
+        {"role": "user", "content": GOOD_USER},
+        {"role": "assistant", "content": "".join(GOOD_REPLY)},
+        {"role": "user", "content": NEXT_USER},
+    ]
+
+
+# --- Server errors ---------------------------------------------------------------
+
+HTTP_ERRORS = [
+    (401, "invalid_auth"),
+    (404, "model_not_found"),
+    (429, "rate_limited"),
+    (500, "server_error"),
+]
+
+
+@pytest.mark.parametrize(("status", "kind"), HTTP_ERRORS)
+@pytest.mark.parametrize("language", [None, "fr"])
+async def test_http_error(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    *,
+    status: int,
+    kind: str,
+    language: str | None,
+) -> None:
+    await run_around_failure(
+        hass, entry, scripted, failing=[error(status)], kind=kind, language=language
+    )
+    # No retry: exactly one request per turn.
+    assert len(scripted.chat_requests) == 3
+
+
+async def test_french_sentence_is_french(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(error(500))
+    result = await converse(hass, entry, "Allume la cuisine", language="fr")
+    assert speech_of(result) == "Désolé, le serveur du modèle de langage a rencontré une erreur."
+    assert result.response.language == "fr"
+
+
+async def test_server_down(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(text(*GOOD_REPLY))
+    first = await converse(hass, entry, GOOD_USER)
+    await scripted.stop()
+    result = await converse(hass, entry, "Anyone there?", first.conversation_id)
+    assert_failed_with(hass, result, "cannot_connect")
+    result = await converse(hass, entry, "Anyone there?", first.conversation_id, "fr")
+    assert_failed_with(hass, result, "cannot_connect", "fr")
+    # The history kept only the good exchange.
+    chat_log = hass.data[conversation.chat_log.DATA_CHAT_LOGS][first.conversation_id]
+    assert [(c.role, c.content) for c in chat_log.content[1:]] == [
+        ("user", GOOD_USER),
+        ("assistant", "".join(GOOD_REPLY)),
+    ]
+
+
+# --- Broken, empty and malformed streams -----------------------------------------
+
+STREAM_FAILURES: dict[str, tuple[Callable[[], list[Reply]], str]] = {
+    "broken_mid_way": (
+        lambda: [
+            Reply(
+                deltas=[{"content": "PARTIAL "}, {"content": "LEAK "}, {"content": "end."}],
+                break_after=2,
+            )
+        ],
+        "broken_stream",
+    ),
+    "broken_after_text": (
+        lambda: [
+            Reply(
+                deltas=[{"content": "PARTIAL "}, {"content": "LEAK "}, {"content": "end."}],
+                break_after=3,
+            )
+        ],
+        "broken_stream",
+    ),
+    "broken_mid_tool_call": (
+        lambda: [
+            Reply(
+                deltas=[*tool_calls(("get_time", {})).deltas, {"content": "x"}],
+                break_after=3,
+            )
+        ],
+        "broken_stream",
+    ),
+    "empty_reply": (lambda: [Reply()], "empty_reply"),
+    "only_think": (lambda: [text("<think>PARTIAL thoughts</think>")], "empty_reply"),
+    "malformed_sse": (lambda: [Reply(raw_lines=["data: {not json\n\n"])], "broken_stream"),
+    "malformed_after_text": (
+        lambda: [
+            Reply(
+                raw_lines=[
+                    'data: {"id": "x", "object": "chat.completion.chunk", "created": 0, '
+                    '"model": "m", "choices": [{"index": 0, "delta": {"content": "PARTIAL"}, '
+                    '"finish_reason": null}]}\n\n',
+                    "data: {not json\n\n",
+                ]
+            )
+        ],
+        "broken_stream",
+    ),
+    "error_event_in_stream": (
+        lambda: [Reply(raw_lines=['data: {"error": {"message": "model crashed"}}\n\n'])],
+        "broken_stream",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_FAILURES))
+async def test_stream_failure(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, case: str
+) -> None:
+    replies, kind = STREAM_FAILURES[case]
+    await run_around_failure(hass, entry, scripted, failing=replies(), kind=kind)
+    assert "PARTIAL" not in json.dumps(scripted.chat_requests[-1])
+    assert "LEAK" not in json.dumps(scripted.chat_requests[-1])
+
+
+async def test_whitespace_only_reply_is_empty(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    await run_around_failure(
+        hass,
+        entry,
+        scripted,
+        failing=[text("<think>PARTIAL thoughts</think>", "\n\n")],
+        kind="empty_reply",
+    )
+
+
+@pytest.mark.parametrize("language", [None, "fr"])
+async def test_broken_stream_speech_has_no_partial_text(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, language: str | None
+) -> None:
+    scripted.add(Reply(deltas=[{"content": "PARTIAL "}, {"content": "more"}], break_after=2))
+    result = await converse(hass, entry, "Tell me a story", language=language)
+    assert_failed_with(hass, result, "broken_stream", language or "en")
+
+
+# --- Timeouts --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry_options", [{CONF_TIMEOUT: 1}], indirect=True)
+@pytest.mark.parametrize(
+    "slow",
+    [
+        pytest.param(
+            lambda: Reply(deltas=[{"content": "late"}], headers_delay_s=2.5), id="headers"
+        ),
+        pytest.param(lambda: text("PARTIAL ", "LEAK", chunk_delay_s=2.5), id="chunks"),
+    ],
+)
+async def test_timeout(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    slow: Callable[[], Reply],
+) -> None:
+    assert entry.options[CONF_TIMEOUT] == 1
+    await run_around_failure(hass, entry, scripted, failing=[slow()], kind="timeout")
+    assert "PARTIAL" not in json.dumps(scripted.chat_requests[-1])
+
+
+@pytest.mark.parametrize("entry_options", [{CONF_TIMEOUT: 1}], indirect=True)
+async def test_timeout_in_french(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(Reply(deltas=[{"content": "late"}], headers_delay_s=2.5))
+    result = await converse(hass, entry, "Quelle heure est-il ?", language="fr")
+    assert_failed_with(hass, result, "timeout", "fr")
+
+
+# --- Failure after a tool ran -----------------------------------------------------
+
+
+async def test_failure_after_tool_keeps_history_well_formed(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(text(*GOOD_REPLY))
+    first = await converse(hass, entry, GOOD_USER)
+    conversation_id = first.conversation_id
+
+    scripted.add(tool_calls(("get_time", {})), error(500))
+    result = await converse(hass, entry, "What time is it?", conversation_id)
+    assert_failed_with(hass, result, "server_error")
+    # The tool result was sent before the server failed.
+    assert tool_messages(scripted.chat_requests[-1])[0].keys() >= {"time", "time_24h"}
+
+    scripted.add(text("Still here."))
+    last = await converse(hass, entry, NEXT_USER, conversation_id)
+    assert speech_of(last) == "Still here."
+    messages = scripted.chat_requests[-1]["messages"]
+    assert_well_formed(messages)
+    assert [m["role"] for m in messages] == [
+        "system", "user", "assistant", "user", "assistant", "tool", "assistant", "user",
+    ]  # fmt: skip
+    assert messages[1:4] == [
+        {"role": "user", "content": GOOD_USER},
+        {"role": "assistant", "content": "".join(GOOD_REPLY)},
+        {"role": "user", "content": "What time is it?"},
+    ]
+    call = messages[4]["tool_calls"][0]
+    assert call["function"] == {"name": "get_time", "arguments": "{}"}
+    assert messages[5]["tool_call_id"] == call["id"]
+    # The history ends the failed turn with the apology that was spoken.
+    assert messages[6] == {"role": "assistant", "content": sentence("server_error")}
+    assert messages[7] == {"role": "user", "content": NEXT_USER}
+
+
+# --- Unusual user messages --------------------------------------------------------
+
+
+async def test_huge_user_message(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    message = "Please read this. " + "blah " * 20_000
+    assert len(message) > 100_000
+    scripted.add(text("That was long."))
+    result = await converse(hass, entry, message)
+    assert speech_of(result) == "That was long."
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert scripted.chat_requests[-1]["messages"][-1] == {"role": "user", "content": message}
+
+
+async def test_empty_user_message(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(text("How can I help?"))
+    result = await converse(hass, entry, "")
+    assert speech_of(result) == "How can I help?"
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert scripted.chat_requests[-1]["messages"][-1] == {"role": "user", "content": ""}
+
+
+# --- The model's mistakes ---------------------------------------------------------
+
+
+async def test_unknown_tool(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("HassDance", {"style": "tango"})), text("I cannot dance."))
+    result = await converse(hass, entry, "Dance!")
+    assert speech_of(result) == "I cannot dance."
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+
+    first, second = scripted.chat_requests
+    real_names = [tool["function"]["name"] for tool in first["tools"]]
+    assert {"get_time", "get_date", "HassTurnOn"} <= set(real_names)
+    assert "HassDance" not in real_names
+    tool_message = second["messages"][-1]
+    assert tool_message["role"] == "tool"
+    assert tool_message["tool_call_id"] == "call_0_HassDance"
+    assert json.loads(tool_message["content"]) == {
+        "error": "HomeAssistantError",
+        "error_text": "There is no tool named 'HassDance'. "
+        f"The tools are: {', '.join(real_names)}.",
+    }
+
+
+async def test_unparsable_arguments_are_refused(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("get_date", "turn on kitchen")), text("Which day?"))
+    result = await converse(hass, entry, "What day is it?")
+    assert speech_of(result) == "Which day?"
+
+    tool_results = tool_messages(scripted.chat_requests[-1])
+    # The tool did not run: its result is only the error.
+    assert tool_results == [
+        {
+            "error": "HomeAssistantError",
+            "error_text": "The arguments of get_date were not a valid JSON object: "
+            "'turn on kitchen'. Call the tool again with a JSON object.",
+        }
+    ]
+    assert_well_formed(
+        [*scripted.chat_requests[-1]["messages"], {"role": "user", "content": "next"}]
+    )
+
+
+async def test_repairable_arguments_run_the_tool(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("get_date", '{"days_from_today": 1,}')), text("Tomorrow is fine."))
+    result = await converse(hass, entry, "What date is tomorrow?")
+    assert speech_of(result) == "Tomorrow is fine."
+
+    tomorrow = (dt_util.now() + timedelta(days=1)).date().isoformat()
+    (tool_result,) = tool_messages(scripted.chat_requests[-1])
+    assert tool_result["iso_date"] == tomorrow
+    assert "error" not in tool_result
+    call = scripted.chat_requests[-1]["messages"][-2]["tool_calls"][0]
+    assert json.loads(call["function"]["arguments"]) == {"days_from_today": 1}
+
+
+async def test_think_block_is_never_spoken_nor_stored(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(text("<thi", "nk>SECRET plan", "ning</th", "ink>\n\nGood", " evening."))
+    result = await converse(hass, entry, GOOD_USER)
+    speech = speech_of(result)
+    assert "SECRET" not in speech
+    assert "think>" not in speech
+    assert speech.strip() == "Good evening."
+
+    scripted.add(text("Yes."))
+    await converse(hass, entry, NEXT_USER, result.conversation_id)
+    messages = scripted.chat_requests[-1]["messages"]
+    assert messages[2]["role"] == "assistant"
+    assert messages[2]["content"].strip() == "Good evening."
+    assert "SECRET" not in json.dumps(messages)
+    assert "think>" not in json.dumps(messages)
+
+
+async def test_tool_call_written_as_text_is_run(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(text('{"name": "get_time", ', '"arguments": {}}'), text("It is noon."))
+    result = await converse(hass, entry, "What time is it?")
+    assert speech_of(result) == "It is noon."
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+
+    assert len(scripted.chat_requests) == 2
+    messages = scripted.chat_requests[-1]["messages"]
+    assistant, tool = messages[-2:]
+    assert assistant["role"] == "assistant"
+    assert assistant["content"] == ""
+    (call,) = assistant["tool_calls"]
+    assert call["function"] == {"name": "get_time", "arguments": "{}"}
+    assert tool["role"] == "tool"
+    assert tool["tool_call_id"] == call["id"]
+    assert json.loads(tool["content"]).keys() >= {"time", "time_24h", "timezone"}
+    assert '"name"' not in speech_of(result)
+
+    # The next turn's history holds the call, not its JSON as spoken text.
+    scripted.add(text("Bye."))
+    await converse(hass, entry, "Thanks", result.conversation_id)
+    history = scripted.chat_requests[-1]["messages"]
+    assert_well_formed(history)
+    assert all("get_time" not in m["content"] for m in history if m["role"] == "assistant")
+    assert history[-2] == {"role": "assistant", "content": "It is noon."}
+
+
+async def test_json_looking_text_that_is_not_a_call_is_spoken(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(text('{"answer": ', "42}"))
+    result = await converse(hass, entry, "Give me JSON")
+    assert speech_of(result) == '{"answer": 42}'
+    assert len(scripted.chat_requests) == 1
+
+
+async def test_double_braced_arguments_are_refused_not_fatal(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("get_date", '{{"days_from_today": 1}}')), text("Let me retry."))
+    result = await converse(hass, entry, "What date is tomorrow?")
+    assert speech_of(result) == "Let me retry."
+    (tool_result,) = tool_messages(scripted.chat_requests[-1])
+    assert tool_result["error"] == "HomeAssistantError"
+    assert "were not a valid JSON object" in tool_result["error_text"]
+
+
+async def test_payload_too_large_is_a_rejected_request(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(error(413, "request entity too large"))
+    result = await converse(hass, entry, "Hello")
+    assert_failed_with(hass, result, "bad_request")
