@@ -89,7 +89,9 @@ async def async_try(sentence: str, language: str, llm: LocalLlmServer) -> int:
             elapsed = time.monotonic() - started
             print(f"\n\n{BOLD}Reply:{RESET} {result.response.speech['plain']['speech']}")
             print(f"{BOLD}States changed:{RESET} {', '.join(changes) or 'none'}")
-            print(f"{DIM}({elapsed:.1f} s, response type {result.response.response_type.value}){RESET}")
+            print(
+                f"{DIM}({elapsed:.1f} s, response type {result.response.response_type.value}){RESET}"
+            )
             return 0
 
 

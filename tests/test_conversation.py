@@ -256,3 +256,38 @@ async def test_server_timings_reach_the_turn_trace(
     assert (stats.cache_n, stats.prompt_n) == (812, 9)
     assert stats.first_token_s is not None
     assert trace.total_s >= trace.server_s > 0
+
+
+async def test_made_up_floor_and_empty_slots_still_reach_the_named_light(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """What the 0.5B model really sends: a right name with a wrong floor and blanks."""
+    scripted.add(
+        tool_calls(
+            (
+                "HassTurnOn",
+                {"name": "Kitchen Light", "area": "Kitchen", "floor": "Kitchen", "domain": [""]},
+            )
+        ),
+        text("On."),
+    )
+
+    await converse(hass, entry, "turn on the kitchen light")
+
+    assert hass.states.get(KITCHEN).state == "on"
+    [tool_message] = tool_messages(scripted.chat_requests[1])
+    assert json.loads(tool_message["content"])["response_type"] == "action_done"
+
+
+async def test_retry_by_name_never_reaches_an_unexposed_entity(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Garage Light", "floor": "Ground"})), text("No.")
+    )
+
+    await converse(hass, entry, "turn on the garage light")
+
+    assert hass.states.get(GARAGE).state == "off"
+    [tool_message] = tool_messages(scripted.chat_requests[1])
+    assert json.loads(tool_message["content"])["error"] == "MatchFailedError"

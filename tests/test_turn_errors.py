@@ -486,13 +486,35 @@ async def test_tool_call_written_as_text_is_run(
     assert history[-2] == {"role": "assistant", "content": "It is noon."}
 
 
-async def test_json_looking_text_that_is_not_a_call_is_spoken(
+async def test_json_reply_that_is_not_a_call_is_not_spoken(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    scripted.add(text('{"answer": ', "42}"))
+    """A sentence never opens with a brace: no tool ran, so the model gave no answer."""
+    scripted.add(text('{"answer": ', "42}"), text(*GOOD_REPLY))
     result = await converse(hass, entry, "Give me JSON")
-    assert speech_of(result) == '{"answer": 42}'
+    assert speech_of(result) == sentence("empty_reply")
     assert len(scripted.chat_requests) == 1
+    await converse(hass, entry, NEXT_USER, result.conversation_id)
+    assert "42}" not in json.dumps(scripted.chat_requests[-1]["messages"])
+
+
+async def test_tool_result_echoed_as_json_becomes_done(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """Small models repeat the tool result instead of a sentence: the tool worked."""
+    scripted.add(
+        tool_calls(("get_time", {})),
+        text('{"speech": {}, "response_type": "action_done"}'),
+        text(*GOOD_REPLY),
+    )
+    result = await converse(hass, entry, "What time is it?")
+    assert speech_of(result) == "Done."
+    assert result.response.response_type.value == "action_done"
+    await converse(hass, entry, NEXT_USER, result.conversation_id)
+    history = scripted.chat_requests[-1]["messages"]
+    assert history[-2] == {"role": "assistant", "content": "Done."}
+    assert "response_type" not in json.dumps([m for m in history if m["role"] == "assistant"])
+    assert_well_formed(history)
 
 
 async def test_double_braced_arguments_are_refused_not_fatal(

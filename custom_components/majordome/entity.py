@@ -151,6 +151,7 @@ class MajordomeEntity(Entity):
             chat_log.content, int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
         )
         trace.prepare_s = time.monotonic() - trace.started
+        turn_start = len(chat_log.content)
 
         url = self.entry.data[CONF_URL]
         completion_args: dict[str, Any] = {
@@ -175,37 +176,49 @@ class MajordomeEntity(Entity):
             except backend.BackendError as err:
                 # Small models often fall silent once the tools did the work: say so
                 # rather than apologise for an action that happened.
-                if err.kind is not backend.ErrorKind.EMPTY_REPLY or not _tools_succeeded(chat_log):
+                if err.kind is not backend.ErrorKind.EMPTY_REPLY or not _a_tool_succeeded(
+                    chat_log, turn_start
+                ):
                     raise
-                speech = await async_spoken_message(self.hass, user_input.language, "done")
-                chat_log.async_add_assistant_content_without_tools(
-                    conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
-                )
-                return speech
+                return await self._async_answer_for_the_model(user_input, chat_log, "done")
             if not chat_log.unresponded_tool_results:
                 break
         else:
             LOGGER.warning("Stopped after %d tool iterations", max_iterations)
-            speech = await async_spoken_message(self.hass, user_input.language, "iteration_limit")
-            chat_log.async_add_assistant_content_without_tools(
-                conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
-            )
-            return speech
+            return await self._async_answer_for_the_model(user_input, chat_log, "iteration_limit")
 
         last = chat_log.content[-1]
         assert isinstance(last, conversation.AssistantContent)
-        return last.content or ""
+        reply = last.content or ""
+        if reply.lstrip()[:1] in ("{", "["):
+            # A sentence never opens with a brace: small models echo tool results as
+            # JSON. Speak for them, and keep the echo out of the history, where it
+            # would invite more of the same.
+            LOGGER.debug("Replacing a reply that is JSON, not speech: %s", reply[:200])
+            chat_log.content.pop()
+            succeeded = _a_tool_succeeded(chat_log, turn_start)
+            key = "done" if succeeded else str(backend.ErrorKind.EMPTY_REPLY)
+            return await self._async_answer_for_the_model(user_input, chat_log, key)
+        return reply
+
+    async def _async_answer_for_the_model(
+        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, key: str
+    ) -> str:
+        """End the turn with one of our sentences where the model gave none."""
+        speech = await async_spoken_message(self.hass, user_input.language, key)
+        chat_log.async_add_assistant_content_without_tools(
+            conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
+        )
+        return speech
 
 
-def _tools_succeeded(chat_log: conversation.ChatLog) -> bool:
-    """Whether the model's last step ran tools and none of them failed."""
-    results = []
-    for content in reversed(chat_log.content):
-        if not isinstance(content, conversation.ToolResultContent):
-            break
-        results.append(content.tool_result)
-    return bool(results) and all(
-        "error" not in result and result.get("response_type") != "error" for result in results
+def _a_tool_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> bool:
+    """Whether a tool run during this turn succeeded (the model's stray calls aside)."""
+    return any(
+        isinstance(content, conversation.ToolResultContent)
+        and "error" not in content.tool_result
+        and content.tool_result.get("response_type") != "error"
+        for content in chat_log.content[turn_start:]
     )
 
 
