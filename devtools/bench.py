@@ -40,6 +40,7 @@ from custom_components.majordome.backend import StreamStats, async_stream_comple
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import (
     CONF_MAX_TOKENS,
+    CONF_MEMORY_EVERY,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
     DOMAIN,
@@ -255,7 +256,10 @@ async def async_overhead(args: argparse.Namespace, config_dir: Path) -> dict[str
         async with running_home_assistant(config_dir) as hass:
             entities = await async_setup_big_house(hass, args.extra_areas)
             progress(f"house: {entities} exposed entities")
-            entry = await async_create_entry(hass, server.url, "scripted-model")
+            # No background memory summaries: they would take scripted replies.
+            entry = await async_create_entry(
+                hass, server.url, "scripted-model", {CONF_MEMORY_EVERY: 0}
+            )
             overheads: list[float] = []
             prepares: list[float] = []
             acting_overheads: list[float] = []  # tool-call turns: two completions, one intent
@@ -620,7 +624,14 @@ async def async_prompt_cache(
             hass,
             server.base_url,
             server.model,
-            {CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: args.max_tokens, CONF_TIMEOUT: 600},
+            {
+                CONF_TEMPERATURE: 0.0,
+                CONF_MAX_TOKENS: args.max_tokens,
+                CONF_TIMEOUT: 600,
+                # A background memory summary would take the server's only slot
+                # (and its cache) in the middle of the measured turns.
+                CONF_MEMORY_EVERY: 0,
+            },
         )
         keeper = StateKeeper(hass)
         header = (

@@ -89,6 +89,9 @@ class ScriptedServer:
         self.models = list(models)
         self.api_key = api_key
         self.replies: deque[Reply] = deque()
+        # Non-streamed calls (checks, summaries) may run beside a turn, in any order:
+        # they take their replies from a queue of their own when it has any.
+        self.side_replies: deque[Reply] = deque()
         self.requests: list[Request] = []
         self.models_status = 200
         self._runner: web.AppRunner | None = None
@@ -107,6 +110,10 @@ class ScriptedServer:
     def add(self, *replies: Reply) -> None:
         """Queue replies, answered in order."""
         self.replies.extend(replies)
+
+    def add_side(self, *replies: Reply) -> None:
+        """Queue replies for non-streamed requests, answered in order."""
+        self.side_replies.extend(replies)
 
     async def start(self) -> None:
         """Listen on 127.0.0.1, on a port the system picks."""
@@ -147,13 +154,17 @@ class ScriptedServer:
         self.requests.append(Request(request.path, body, dict(request.headers), time.monotonic()))
         if (denied := self._unauthorized(request)) is not None:
             return denied
-        if not self.replies:
+        queue = self.side_replies if not body.get("stream") and self.side_replies else self.replies
+        if not queue:
             return _error_response(500, "the scripted server has no reply left")
-        reply = self.replies.popleft()
+        reply = queue.popleft()
         if reply.headers_delay_s:
             await asyncio.sleep(reply.headers_delay_s)
         if reply.status != 200:
             return _error_response(reply.status, reply.error_message)
+
+        if not body.get("stream"):
+            return web.json_response(_completion(reply, body))
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -191,6 +202,34 @@ def _sse_lines(reply: Reply, body: dict[str, Any]) -> list[str]:
     lines.append(chunk({}, reply.finish_reason, **extra))
     lines.append("data: [DONE]\n\n")
     return lines
+
+
+def _completion(reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+    """Render a reply as one non-streamed completion (checks, summaries)."""
+    content = "".join(delta.get("content") or "" for delta in reply.deltas)
+    calls: dict[int, dict[str, Any]] = {}
+    for delta in reply.deltas:
+        for piece in delta.get("tool_calls", []):
+            call = calls.setdefault(
+                piece["index"],
+                {
+                    "id": piece.get("id"),
+                    "type": "function",
+                    "function": {"name": "", "arguments": ""},
+                },
+            )
+            call["function"]["name"] += piece.get("function", {}).get("name") or ""
+            call["function"]["arguments"] += piece.get("function", {}).get("arguments") or ""
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if calls:
+        message["tool_calls"] = [calls[index] for index in sorted(calls)]
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model", "scripted-model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+    }
 
 
 def _error_response(status: int, message: str) -> web.Response:

@@ -15,11 +15,16 @@ import voluptuous as vol
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import (
+    CONF_ALLOWED_SCRIPTS,
     CONF_LLM_HASS_API,
     CONF_MAX_HISTORY,
     CONF_MAX_ITERATIONS,
     CONF_MAX_TOKENS,
+    CONF_MEMORY_EVERY,
     CONF_PROMPT,
+    CONF_SCREEN_LLM,
+    CONF_SCREEN_TYPED,
+    CONF_SCREEN_VOICE,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
     DOMAIN,
@@ -530,6 +535,11 @@ NEW_OPTIONS: dict[str, Any] = {
     CONF_MAX_ITERATIONS: 4,
     CONF_MAX_HISTORY: 0,
     CONF_TIMEOUT: 30,
+    CONF_MEMORY_EVERY: 3,
+    CONF_SCREEN_VOICE: False,
+    CONF_SCREEN_TYPED: True,
+    CONF_SCREEN_LLM: True,
+    CONF_ALLOWED_SCRIPTS: ["Latin", "Cyrillic"],
 }
 
 

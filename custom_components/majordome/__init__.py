@@ -12,7 +12,9 @@ from homeassistant.helpers.typing import ConfigType
 
 from .backend import create_client
 from .const import CONF_TIMEOUT, DEFAULT_TIMEOUT, DOMAIN
+from .memory import MemoryStore
 from .models import MajordomeConfigEntry, MajordomeData
+from .services import async_register_services
 from .tools import MajordomeAPI
 
 PLATFORMS = [Platform.CONVERSATION]
@@ -22,6 +24,7 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register Majordome's tools as an LLM API, once, for every agent to use."""
     llm.async_register_api(hass, MajordomeAPI(hass))
+    async_register_services(hass)
     return True
 
 
@@ -40,7 +43,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) ->
             float(entry.options.get(CONF_TIMEOUT, DEFAULT_TIMEOUT)),
         )
     )
-    entry.runtime_data = MajordomeData(client=client, options=dict(entry.options))
+    entry.runtime_data = MajordomeData(
+        client=client, options=dict(entry.options), memory=MemoryStore(hass, entry)
+    )
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True

@@ -10,6 +10,7 @@ It knows nothing about Home Assistant entities or memory.
 from __future__ import annotations
 
 import ast
+import asyncio
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -418,3 +419,41 @@ def _record_timings(chunk: ChatCompletionChunk, stats: StreamStats) -> None:
     if isinstance(timings, dict):
         stats.cache_n = timings.get("cache_n", stats.cache_n)
         stats.prompt_n = timings.get("prompt_n", stats.prompt_n)
+
+
+async def async_side_completion(
+    client: openai.AsyncOpenAI,
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    max_tokens: int,
+    time_limit: float,
+    extra_body: dict[str, Any] | None = None,
+) -> str:
+    """Return the text of a short, non-streamed completion (checks, summaries).
+
+    Callers pass the main turn's messages as the prefix, with the same tools, so a
+    server with one cache slot (llama.cpp) keeps the prefix it will need next.
+    """
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "timeout": time_limit,
+    }
+    if tools:
+        kwargs["tools"] = tools
+    if extra_body:
+        kwargs["extra_body"] = extra_body
+    try:
+        async with asyncio.timeout(time_limit):
+            completion = await client.chat.completions.create(**kwargs)
+    except Exception as err:  # every failure is classified
+        raise BackendError(classify_error(err), str(err)) from err
+    if not completion.choices:
+        raise BackendError(ErrorKind.EMPTY_REPLY, "no choices")
+    text = ThinkFilter()
+    content = text.feed(completion.choices[0].message.content or "") + text.flush()
+    return content.strip()

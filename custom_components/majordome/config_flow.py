@@ -26,17 +26,26 @@ from homeassistant.helpers.httpx_client import get_async_client
 
 from .backend import BackendError, ErrorKind, async_list_models, create_client
 from .const import (
+    CONF_ALLOWED_SCRIPTS,
+    CONF_FAST_MODEL,
     CONF_LLM_HASS_API,
     CONF_MAX_HISTORY,
     CONF_MAX_ITERATIONS,
     CONF_MAX_TOKENS,
+    CONF_MEMORY_EVERY,
+    CONF_PROFILE,
     CONF_PROMPT,
+    CONF_SCREEN_LLM,
+    CONF_SCREEN_TYPED,
+    CONF_SCREEN_VOICE,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
     CONNECT_TIMEOUT,
+    DEFAULT_ALLOWED_SCRIPTS,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_MEMORY_EVERY,
     DEFAULT_TEMPERATURE,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
@@ -44,7 +53,10 @@ from .const import (
     LLM_API_ASSIST,
     LLM_API_NONE,
     LOGGER,
+    MEMORY_KEY,
 )
+from .memory import Memory, MemoryStore, Onboarding
+from .metacognition import SCRIPTS
 from .prompt import default_instructions
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -54,6 +66,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     CONF_MAX_ITERATIONS: DEFAULT_MAX_ITERATIONS,
     CONF_MAX_HISTORY: DEFAULT_MAX_HISTORY,
     CONF_TIMEOUT: DEFAULT_TIMEOUT,
+    CONF_MEMORY_EVERY: DEFAULT_MEMORY_EVERY,
+    CONF_SCREEN_VOICE: True,
+    CONF_SCREEN_TYPED: False,
+    CONF_SCREEN_LLM: False,
+    CONF_ALLOWED_SCRIPTS: DEFAULT_ALLOWED_SCRIPTS,
 }
 
 _ERRORS = {
@@ -216,6 +233,9 @@ def _number(minimum: float, maximum: float, step: float = 1) -> selector.NumberS
 OPTIONS_SCHEMA = vol.Schema(
     {
         vol.Optional(CONF_PROMPT): selector.TemplateSelector(),
+        vol.Optional(CONF_PROFILE): selector.TextSelector(
+            selector.TextSelectorConfig(multiline=True)
+        ),
         vol.Required(CONF_LLM_HASS_API): selector.SelectSelector(
             selector.SelectSelectorConfig(
                 options=[LLM_API_ASSIST, LLM_API_NONE], translation_key=CONF_LLM_HASS_API
@@ -226,6 +246,19 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_MAX_ITERATIONS): vol.All(_number(1, 30), vol.Coerce(int)),
         vol.Required(CONF_MAX_HISTORY): vol.All(_number(0, 100), vol.Coerce(int)),
         vol.Required(CONF_TIMEOUT): vol.All(_number(5, 600), vol.Coerce(int)),
+        vol.Required(CONF_MEMORY_EVERY): vol.All(_number(0, 100), vol.Coerce(int)),
+        vol.Required(CONF_SCREEN_VOICE): selector.BooleanSelector(),
+        vol.Required(CONF_SCREEN_TYPED): selector.BooleanSelector(),
+        vol.Required(CONF_SCREEN_LLM): selector.BooleanSelector(),
+        vol.Optional(CONF_FAST_MODEL): selector.TextSelector(),
+        vol.Required(CONF_ALLOWED_SCRIPTS): selector.SelectSelector(
+            selector.SelectSelectorConfig(
+                options=list(SCRIPTS),
+                multiple=True,
+                mode=selector.SelectSelectorMode.DROPDOWN,
+                translation_key=CONF_ALLOWED_SCRIPTS,
+            )
+        ),
     }
 )
 
@@ -236,15 +269,25 @@ class MajordomeOptionsFlow(OptionsFlow):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show and save the options."""
         default_prompt = default_instructions(self.hass.config.language)
+        memory = Memory.from_data(self.config_entry.data.get(MEMORY_KEY))
         if user_input is not None:
-            prompt = (user_input.get(CONF_PROMPT) or "").strip()
+            options = dict(user_input)
+            prompt = (options.get(CONF_PROMPT) or "").strip()
             # The untouched default is not stored: it then follows each
             # conversation's language (English and French instructions).
             if prompt == default_prompt.strip():
                 prompt = ""
-            return self.async_create_entry(data={**user_input, CONF_PROMPT: prompt})
+            profile = (options.pop(CONF_PROFILE, "") or "").strip()
+            if profile != memory.profile:
+                # Memory lives in the entry's data, where writing it does not reload.
+                MemoryStore(self.hass, self.config_entry).update(
+                    profile=profile,
+                    onboarding=Onboarding.DONE if profile else memory.onboarding,
+                )
+            return self.async_create_entry(data={**options, CONF_PROMPT: prompt})
         suggested = {**DEFAULT_OPTIONS, **self.config_entry.options}
         suggested[CONF_PROMPT] = suggested.get(CONF_PROMPT) or default_prompt
+        suggested[CONF_PROFILE] = memory.profile
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, suggested),

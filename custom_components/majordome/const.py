@@ -40,3 +40,20 @@ DEFAULT_TIMEOUT: Final = 60  # seconds without a byte from the server before giv
 # Tool arguments that could not be parsed travel under this key, so the tool layer
 # can answer the model with an error instead of calling the tool with garbage.
 INVALID_ARGUMENTS_KEY: Final = "__majordome_unparsable_arguments__"
+
+# Memory (stored in the entry's data, not its options: writing it must not reload)
+MEMORY_KEY: Final = "memory"
+CONF_PROFILE: Final = "profile"  # shown in the options form, stored under MEMORY_KEY
+CONF_MEMORY_EVERY: Final = "memory_every"
+DEFAULT_MEMORY_EVERY: Final = 5  # user turns between two re-summaries of the dynamic memory
+MEMORY_TIMEOUT: Final = 120.0  # a background summary may be slow on a CPU server
+
+# Metacognition: screening utterances before any LLM call
+CONF_SCREEN_VOICE: Final = "screen_voice"  # screen what satellites transcribed
+CONF_SCREEN_TYPED: Final = "screen_typed"  # screen typed text too
+CONF_SCREEN_LLM: Final = "screen_llm"  # stage 2: ask a model whether it was meant for us
+CONF_FAST_MODEL: Final = "fast_model"  # model for stage 2 (empty: the main model)
+CONF_ALLOWED_SCRIPTS: Final = "allowed_scripts"
+DEFAULT_ALLOWED_SCRIPTS: Final = ["Latin"]
+SCREEN_TIMEOUT: Final = 5.0  # stage 2 fails open after this
+EVENT_UTTERANCE_IGNORED: Final = "majordome_utterance_ignored"

@@ -1,4 +1,4 @@
-"""Diagnostics: the setup and the last turn's cost, with secrets redacted."""
+"""Diagnostics: the setup, the last turn's cost and memory's shape, never secrets or memory."""
 
 from __future__ import annotations
 
@@ -9,19 +9,32 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 
+from .const import MEMORY_KEY
 from .models import MajordomeConfigEntry
 
-TO_REDACT = {CONF_API_KEY}
+# The memory is personal data: only its size and age are shown.
+TO_REDACT = {CONF_API_KEY, MEMORY_KEY}
 
 
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: MajordomeConfigEntry
 ) -> dict[str, Any]:
-    """Return what helps to debug an agent, never the API key."""
-    last_turn = entry.runtime_data.last_turn
+    """Return what helps to debug an agent."""
+    runtime = entry.runtime_data
+    last_turn = runtime.last_turn
+    memory = runtime.memory.memory
     return {
         "data": async_redact_data(dict(entry.data), TO_REDACT),
         "options": dict(entry.options),
+        "memory": {
+            "profile_chars": len(memory.profile),
+            "facts": len(memory.facts),
+            "dynamic_chars": len(memory.dynamic),
+            "onboarding": str(memory.onboarding),
+            "profile_updated": memory.profile_updated,
+            "dynamic_updated": memory.dynamic_updated,
+        },
+        "ignored_utterances": dict(runtime.ignored),
         "last_turn": None
         if last_turn is None
         else {

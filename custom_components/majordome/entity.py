@@ -1,7 +1,8 @@
 """One turn of conversation: the place where the parts of the brain meet.
 
-prompt (stable system prompt) -> tools (one llm.API) -> backend (a stream of deltas)
--> the chat log runs the tool calls -> back to the model until it answers.
+metacognition (drop what was not meant for us) -> prompt (stable system prompt, memory
+last) -> tools (one llm.API) -> backend (a stream of deltas) -> the chat log runs the
+tool calls -> back to the model until it answers -> memory (onboarding, re-summary).
 Every failure ends as a short sentence in the user's language, never as an exception
 into Home Assistant, and the history keeps its shape.
 """
@@ -9,6 +10,7 @@ into Home Assistant, and the history keeps its shape.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import time
 from typing import Any
 
@@ -18,21 +20,32 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, intent, llm, translation
 from homeassistant.helpers.entity import Entity
 
-from . import backend, prompt, tools
+from . import backend, memory, metacognition, prompt, tools
 from .const import (
+    CONF_ALLOWED_SCRIPTS,
+    CONF_FAST_MODEL,
     CONF_LLM_HASS_API,
     CONF_MAX_HISTORY,
     CONF_MAX_ITERATIONS,
     CONF_MAX_TOKENS,
+    CONF_MEMORY_EVERY,
     CONF_PROMPT,
+    CONF_SCREEN_LLM,
+    CONF_SCREEN_TYPED,
+    CONF_SCREEN_VOICE,
     CONF_TEMPERATURE,
+    DEFAULT_ALLOWED_SCRIPTS,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_MEMORY_EVERY,
     DEFAULT_TEMPERATURE,
     DOMAIN,
+    EVENT_UTTERANCE_IGNORED,
     LLM_API_ASSIST,
     LOGGER,
+    MEMORY_TIMEOUT,
+    SCREEN_TIMEOUT,
 )
 from .models import MajordomeConfigEntry, TurnTrace
 
@@ -59,6 +72,20 @@ async def async_spoken_message(hass: HomeAssistant, language: str | None, key: s
         hass, prompt.base_language(language), "exceptions", {DOMAIN}
     )
     return strings.get(f"component.{DOMAIN}.exceptions.{key}.message", key)
+
+
+@dataclass
+class PreparedTurn:
+    """What is sent to the model this turn, built once and grown as tools run."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    completion_args: dict[str, Any]
+    turn_start: int  # index in the chat log where this turn's model output begins
+
+
+class _Ignored(Exception):
+    """The utterance was not meant for the agent: end the turn silently."""
 
 
 class MajordomeEntity(Entity):
@@ -88,8 +115,13 @@ class MajordomeEntity(Entity):
         length_before = len(chat_log.content)
         response = intent.IntentResponse(language=user_input.language)
         try:
+            self._screen_by_rules(user_input, chat_log, trace)
             speech = await self._async_run_turn(user_input, chat_log, trace)
             response.async_set_speech(speech)
+        except _Ignored:
+            # Nothing was added to the chat log, so it is not stored: the history
+            # stays clean, and an empty speech makes the voice pipeline skip TTS.
+            pass
         except Exception as err:  # noqa: BLE001 - HA must get an answer, never a traceback
             key = _error_key(err)
             trace.error = key
@@ -109,8 +141,9 @@ class MajordomeEntity(Entity):
         finally:
             trace.total_s = time.monotonic() - trace.started
             LOGGER.debug(
-                "Turn: %.3fs total, %.3fs preparing, %d call(s) %s, %.3fs overhead",
+                "Turn: %.3fs total, %.3fs screening, %.3fs preparing, %d call(s) %s, %.3fs overhead",
                 trace.total_s,
+                trace.screen_s,
                 trace.prepare_s,
                 len(trace.completions),
                 [
@@ -131,53 +164,93 @@ class MajordomeEntity(Entity):
         chat_log: conversation.ChatLog,
         trace: TurnTrace,
     ) -> str:
-        """Run the tool loop and return the reply to speak."""
+        """Prepare, screen with the model if asked, run the tool loop, then remember."""
+        turn = await self._async_prepare(user_input, chat_log)
+        trace.prepare_s = time.monotonic() - trace.started - trace.screen_s
+        await self._async_screen_with_model(user_input, chat_log, turn, trace)
+
+        store = self.entry.runtime_data.memory
+        if store.memory.onboarding is memory.Onboarding.ASKED:
+            if (
+                profile := await self._async_read_introduction(user_input, chat_log, turn)
+            ) is not None:
+                store.update(profile=profile, onboarding=memory.Onboarding.DONE)
+                return await self._async_answer_for_the_model(user_input, chat_log, "profile_saved")
+            # Not answered (or answered elsewhere): the question is never asked again.
+            store.update(onboarding=memory.Onboarding.DISMISSED)
+
+        reply = await self._async_tool_loop(user_input, chat_log, turn, trace)
+        reply = await self._async_maybe_ask_introduction(user_input, chat_log, reply)
+        self._maybe_schedule_summary(user_input, turn)
+        return reply
+
+    async def _async_prepare(
+        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
+    ) -> PreparedTurn:
+        """Build the tools, the cache-stable system prompt and the messages."""
         options = self.entry.options
         api = await tools.MajordomeAPI(
-            self.hass, include_assist=options.get(CONF_LLM_HASS_API) == LLM_API_ASSIST
+            self.hass,
+            include_assist=options.get(CONF_LLM_HASS_API) == LLM_API_ASSIST,
+            memory=self.entry.runtime_data.memory,
         ).async_get_api_instance(llm_context_for(user_input))
         extra_system_prompt = user_input.extra_system_prompt or chat_log.extra_system_prompt
+        language = prompt.base_language(user_input.language)
         system_prompt = prompt.build_system_prompt(
             self.hass,
-            options.get(CONF_PROMPT) or prompt.default_instructions(user_input.language),
+            options.get(CONF_PROMPT) or prompt.default_instructions(language),
             api.api_prompt,
             extra_system_prompt,
+            memory.prompt_block(self.entry.runtime_data.memory.memory, language),
         )
         chat_log.llm_api = api
         chat_log.extra_system_prompt = extra_system_prompt
         chat_log.content[0] = conversation.SystemContent(content=system_prompt)
         tool_specs = tools.format_tools(api)
-        messages = prompt.build_messages(
-            chat_log.content, int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
-        )
-        trace.prepare_s = time.monotonic() - trace.started
-        turn_start = len(chat_log.content)
-
         url = self.entry.data[CONF_URL]
-        completion_args: dict[str, Any] = {
-            "model": self.entry.data[CONF_MODEL],
-            "tools": tool_specs,
-            "temperature": float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
-            "max_tokens": int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
-            "extra_body": backend.cache_hints(url, f"{DOMAIN}-{self.entry.entry_id}"),
-        }
-        max_iterations = int(options.get(CONF_MAX_ITERATIONS, DEFAULT_MAX_ITERATIONS))
+        return PreparedTurn(
+            messages=prompt.build_messages(
+                chat_log.content, int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
+            ),
+            tools=tool_specs,
+            completion_args={
+                "model": self.entry.data[CONF_MODEL],
+                "tools": tool_specs,
+                "temperature": float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
+                "max_tokens": int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
+                "extra_body": backend.cache_hints(url, f"{DOMAIN}-{self.entry.entry_id}"),
+            },
+            turn_start=len(chat_log.content),
+        )
+
+    async def _async_tool_loop(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: PreparedTurn,
+        trace: TurnTrace,
+    ) -> str:
+        """Call the model, let the chat log run its tools, until it answers in words."""
+        max_iterations = int(self.entry.options.get(CONF_MAX_ITERATIONS, DEFAULT_MAX_ITERATIONS))
         for _ in range(max_iterations):
             stats = backend.StreamStats()
             trace.completions.append(stats)
             stream = backend.async_stream_completion(
-                self.entry.runtime_data.client, messages=messages, stats=stats, **completion_args
+                self.entry.runtime_data.client,
+                messages=turn.messages,
+                stats=stats,
+                **turn.completion_args,
             )
             try:
                 async for content in chat_log.async_add_delta_content_stream(
                     user_input.agent_id, stream
                 ):
-                    messages.append(prompt.to_message(content))
+                    turn.messages.append(prompt.to_message(content))
             except backend.BackendError as err:
                 # Small models often fall silent once the tools did the work: say so
                 # rather than apologise for an action that happened.
                 if err.kind is not backend.ErrorKind.EMPTY_REPLY or not _a_tool_succeeded(
-                    chat_log, turn_start
+                    chat_log, turn.turn_start
                 ):
                     raise
                 return await self._async_answer_for_the_model(user_input, chat_log, "done")
@@ -196,7 +269,8 @@ class MajordomeEntity(Entity):
             # would invite more of the same.
             LOGGER.debug("Replacing a reply that is JSON, not speech: %s", reply[:200])
             chat_log.content.pop()
-            succeeded = _a_tool_succeeded(chat_log, turn_start)
+            turn.messages.pop()
+            succeeded = _a_tool_succeeded(chat_log, turn.turn_start)
             key = "done" if succeeded else str(backend.ErrorKind.EMPTY_REPLY)
             return await self._async_answer_for_the_model(user_input, chat_log, key)
         return reply
@@ -210,6 +284,178 @@ class MajordomeEntity(Entity):
             conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
         )
         return speech
+
+    # --- Metacognition ------------------------------------------------------------
+
+    def _screening_applies(self, user_input: conversation.ConversationInput) -> bool:
+        """Voice input (from a satellite) is screened by default; typed text opts in."""
+        from_voice = user_input.device_id is not None
+        option = CONF_SCREEN_VOICE if from_voice else CONF_SCREEN_TYPED
+        return bool(self.entry.options.get(option, from_voice))
+
+    def _screen_by_rules(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        trace: TurnTrace,
+    ) -> None:
+        """Stage 1, before anything else: microseconds, no model."""
+        if not self._screening_applies(user_input):
+            return
+        started = time.monotonic()
+        scripts = frozenset(self.entry.options.get(CONF_ALLOWED_SCRIPTS, DEFAULT_ALLOWED_SCRIPTS))
+        verdict = metacognition.screen_rules(user_input.text, scripts)
+        trace.screen_s += time.monotonic() - started
+        if verdict.ignore:
+            self._ignore(user_input, chat_log, verdict)
+
+    async def _async_screen_with_model(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: PreparedTurn,
+        trace: TurnTrace,
+    ) -> None:
+        """Stage 2, optional: ask a model whether this was meant for the butler."""
+        if not (self._screening_applies(user_input) and self.entry.options.get(CONF_SCREEN_LLM)):
+            return
+        started = time.monotonic()
+        fast_model = self.entry.options.get(CONF_FAST_MODEL) or turn.completion_args["model"]
+        same_model = fast_model == turn.completion_args["model"]
+        verdict = await metacognition.async_check_with_llm(
+            self.entry.runtime_data.client,
+            model=fast_model,
+            # The main call's prefix (and tools, for the same model) keeps the
+            # server's cache warm for the turn that follows.
+            prefix_messages=turn.messages[:-1],
+            tools=turn.tools if same_model else None,
+            utterance=user_input.text,
+            language=user_input.language,
+            timeout=SCREEN_TIMEOUT,
+            extra_body=turn.completion_args["extra_body"],
+        )
+        trace.screen_s += time.monotonic() - started
+        if verdict.ignore:
+            self._ignore(user_input, chat_log, verdict)
+
+    def _ignore(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        verdict: metacognition.Verdict,
+    ) -> None:
+        """Tell automations why, count it for diagnostics, and end the turn silently."""
+        LOGGER.debug(
+            "Ignoring %r: %s (stage %d)", user_input.text[:200], verdict.reason, verdict.stage
+        )
+        self.entry.runtime_data.ignored[str(verdict.reason)] += 1
+        self.hass.bus.async_fire(
+            EVENT_UTTERANCE_IGNORED,
+            {
+                "text": user_input.text,
+                "reason": str(verdict.reason),
+                "stage": verdict.stage,
+                "detail": verdict.detail,
+                "agent_id": user_input.agent_id,
+                "device_id": user_input.device_id,
+                "conversation_id": chat_log.conversation_id,
+                "language": user_input.language,
+            },
+            context=user_input.context,
+        )
+        raise _Ignored
+
+    # --- Memory -------------------------------------------------------------------
+
+    async def _async_read_introduction(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: PreparedTurn,
+    ) -> str | None:
+        """Condense the answer to the introduction question into a profile, if it is one."""
+        store = self.entry.runtime_data.memory
+        if store.asked_in_conversation != chat_log.conversation_id:
+            return None
+        store.asked_in_conversation = None
+        try:
+            text = await backend.async_side_completion(
+                self.entry.runtime_data.client,
+                model=turn.completion_args["model"],
+                messages=[*turn.messages[:-1], memory.condense_request(user_input.text)],
+                tools=turn.tools,
+                max_tokens=200,
+                time_limit=MEMORY_TIMEOUT,
+                extra_body=turn.completion_args["extra_body"],
+            )
+        except backend.BackendError as err:
+            LOGGER.warning("Could not condense the introduction (%s); answering normally", err)
+            return None
+        return memory.parse_memory_text(text)
+
+    async def _async_maybe_ask_introduction(
+        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, reply: str
+    ) -> str:
+        """Once, while the profile is empty, end a reply with the introduction question.
+
+        Only people are asked (a user in the dialog, a voice satellite), never an
+        automation calling conversation.process.
+        """
+        store = self.entry.runtime_data.memory
+        current = store.memory
+        from_person = user_input.device_id is not None or bool(
+            user_input.context and user_input.context.user_id
+        )
+        if (
+            current.onboarding is not memory.Onboarding.PENDING
+            or current.profile
+            or not from_person
+        ):
+            return reply
+        question = await async_spoken_message(self.hass, user_input.language, "introduction")
+        speech = f"{reply.rstrip()} {question}".strip()
+        last = chat_log.content[-1]
+        assert isinstance(last, conversation.AssistantContent)
+        chat_log.content[-1] = dataclasses.replace(last, content=speech)
+        store.update(onboarding=memory.Onboarding.ASKED)
+        store.asked_in_conversation = chat_log.conversation_id
+        return speech
+
+    def _maybe_schedule_summary(
+        self, user_input: conversation.ConversationInput, turn: PreparedTurn
+    ) -> None:
+        """Every N user turns, re-summarise the dynamic memory in the background."""
+        store = self.entry.runtime_data.memory
+        if not store.summary_due(
+            int(self.entry.options.get(CONF_MEMORY_EVERY, DEFAULT_MEMORY_EVERY))
+        ):
+            return
+        store.summary_running = True
+        self.entry.async_create_background_task(
+            self.hass,
+            self._async_summarize(list(turn.messages), turn),
+            name=f"{DOMAIN}_memory_summary",
+        )
+
+    async def _async_summarize(self, messages: list[dict[str, Any]], turn: PreparedTurn) -> None:
+        """Replace the dynamic memory; on any failure keep the previous one."""
+        store = self.entry.runtime_data.memory
+        try:
+            text = await backend.async_side_completion(
+                self.entry.runtime_data.client,
+                model=turn.completion_args["model"],
+                messages=[*messages, memory.summary_request(store.memory.dynamic)],
+                tools=turn.tools,
+                max_tokens=200,
+                time_limit=MEMORY_TIMEOUT,
+                extra_body=turn.completion_args["extra_body"],
+            )
+            if (dynamic := memory.parse_memory_text(text)) is not None:
+                store.update(dynamic=dynamic)
+        except backend.BackendError as err:
+            LOGGER.warning("Dynamic memory not updated (%s); the previous one is kept", err)
+        finally:
+            store.summary_running = False
 
 
 def _a_tool_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> bool:

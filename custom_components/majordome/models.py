@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import openai
 from homeassistant.config_entries import ConfigEntry
 
 from .backend import StreamStats
+from .memory import MemoryStore
 
 
 @dataclass
@@ -21,6 +23,7 @@ class TurnTrace:
     prepare_s: float = 0.0  # tools, prompt and messages built
     completions: list[StreamStats] = field(default_factory=list)
     total_s: float = 0.0
+    screen_s: float = 0.0  # metacognition, both stages
     error: str | None = None
 
     @property
@@ -42,7 +45,9 @@ class MajordomeData:
     # The options the entry was set up with: the update listener reloads only when
     # these change, not when other writes (e.g. memory) touch the entry.
     options: dict[str, Any]
+    memory: MemoryStore
     last_turn: TurnTrace | None = None
+    ignored: Counter[str] = field(default_factory=Counter)  # utterances screened out, by reason
 
 
 type MajordomeConfigEntry = ConfigEntry[MajordomeData]

@@ -57,8 +57,12 @@ def build_system_prompt(
     instructions: str,
     api_prompt: str | None,
     extra_system_prompt: str | None,
+    memory_block: str = "",
 ) -> str:
     """Return the system prompt: stable parts only, most stable first.
+
+    Memory comes last: it changes every few turns, and everything before it stays a
+    prefix the server can reuse.
 
     Instructions are a template, as in Home Assistant's own agents; a template that
     uses now() makes the prompt volatile again, which the README warns about.
@@ -74,6 +78,8 @@ def build_system_prompt(
         parts.append(api_prompt.strip())
     if extra_system_prompt:
         parts.append(extra_system_prompt.strip())
+    if memory_block:
+        parts.append(memory_block)
     return "\n\n".join(parts)
 
 

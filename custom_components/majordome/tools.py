@@ -22,6 +22,7 @@ from homeassistant.util import dt as dt_util
 from homeassistant.util.json import JsonObjectType
 
 from .const import INVALID_ARGUMENTS_KEY, LOGGER, MAJORDOME_API_ID
+from .memory import MemoryStore
 from .prompt import base_language
 
 # Day and month names for the languages Majordome speaks; others get English.
@@ -91,6 +92,50 @@ class GetDateTool(llm.Tool):
         return {"date": spoken_date(day, llm_context.language), "iso_date": day.date().isoformat()}
 
 
+class RememberTool(llm.Tool):
+    """Keep a fact about the household for every later conversation."""
+
+    name = "remember"
+    description = (
+        "Remember a lasting fact about the household that the user asks you to remember, "
+        "e.g. 'Alice is allergic to cats'."
+    )
+    parameters = vol.Schema({vol.Required("fact"): vol.All(str, vol.Length(min=1))})
+
+    def __init__(self, store: MemoryStore) -> None:
+        """Write into this entry's memory."""
+        self.store = store
+
+    async def async_call(
+        self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
+    ) -> JsonObjectType:
+        """Store the fact."""
+        fact = self.parameters(tool_input.tool_args)["fact"]
+        self.store.remember(fact)
+        return {"remembered": fact}
+
+
+class ForgetTool(llm.Tool):
+    """Drop facts the user wants forgotten."""
+
+    name = "forget"
+    description = "Forget the remembered facts that contain the given words."
+    parameters = vol.Schema({vol.Required("fact"): vol.All(str, vol.Length(min=1))})
+
+    def __init__(self, store: MemoryStore) -> None:
+        """Write into this entry's memory."""
+        self.store = store
+
+    async def async_call(
+        self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
+    ) -> JsonObjectType:
+        """Remove the matching facts."""
+        removed = self.store.forget(self.parameters(tool_input.tool_args)["fact"])
+        if not removed:
+            raise HomeAssistantError("No remembered fact matches that.")
+        return {"forgotten": "; ".join(removed)}
+
+
 MAJORDOME_TOOLS: tuple[type[llm.Tool], ...] = (GetTimeTool, GetDateTool)
 
 
@@ -147,16 +192,23 @@ def _without_empty_values(arguments: dict[str, Any]) -> dict[str, Any]:
 class MajordomeAPI(llm.API):
     """Assist's intent tools (optional) and Majordome's own tools, as one API."""
 
-    def __init__(self, hass: HomeAssistant, include_assist: bool = True) -> None:
-        """Name the API; only the one with Assist is registered."""
+    def __init__(
+        self, hass: HomeAssistant, include_assist: bool = True, memory: MemoryStore | None = None
+    ) -> None:
+        """Name the API; the registered one (for other agents) has no memory tools."""
         super().__init__(hass=hass, id=MAJORDOME_API_ID, name="Majordome")
         self.include_assist = include_assist
+        self.memory = memory
 
     async def async_get_api_instance(self, llm_context: llm.LLMContext) -> MajordomeAPIInstance:
         """Return Assist's prompt and tools with ours, sorted so the request is stable."""
         api_prompt = ""
         serializer: Callable[[Any], Any] | None = None
         tools: dict[str, llm.Tool] = {tool.name: tool() for tool in MAJORDOME_TOOLS}
+        if self.memory is not None:
+            tools.update(
+                (tool.name, tool) for tool in (RememberTool(self.memory), ForgetTool(self.memory))
+            )
         if self.include_assist:
             assist = await llm.async_get_api(self.hass, llm.LLM_API_ASSIST, llm_context)
             api_prompt, serializer = assist.api_prompt, assist.custom_serializer

@@ -1,0 +1,681 @@
+"""Metacognition: deciding whether what the microphone heard deserves an answer.
+
+Speech-to-text engines hallucinate on silence and noise. Whisper in particular writes
+the text its training subtitles put on silent stretches: "Thank you.", "you", YouTube
+outros, subtitle credits ("Sous-titres réalisés par la communauté d'Amara.org"), music
+markers, strings in an alphabet nobody in the house speaks, one word twenty times.
+Answering those makes the butler talk to an empty room.
+
+Stage 1, `screen_rules`, is rules only (microseconds, no I/O). On the normalised text
+(casefolded, accents and punctuation removed) it drops:
+
+- empty text, noise markers alone ("[Music]", "(rires)", "*sigh*") and anything with a
+  music note (lyrics), text without letters ("...", "♪"), except a short number, which
+  answers a question ("21", "7:30");
+- credits and outros matched by patterns, so unseen variants go too: Amara.org and
+  subtitle credits in many languages, URLs, "thanks for watching", "subscribe";
+- text made only of known hallucination phrases, fillers and connectors ("Thank you.",
+  "Merci. Au revoir.", "you", "Hmm.", "Thank you thank you thank you");
+- runaway repetition: a word or group of words four times in a row (a phrase of three
+  words or more, three times) covering most of the text, or a long text of few words;
+- text whose letters are mostly outside the allowed scripts (default Latin).
+
+Policy on the ambiguous ones. Politeness alone is dropped: "thank you", "merci",
+"bye", "au revoir", "à bientôt" are Whisper's most frequent inventions, and a genuine
+one needs no answer, whereas answering a false one speaks up in an empty room. A
+request that comes with them passes ("thank you, turn off the light", "non merci").
+Answers to the butler's questions always pass: "yes", "no", "oui", "non", "okay",
+"d'accord", a number, a room. Greetings that may trigger routines pass ("good night",
+"bonne nuit", "bonjour"), as do mild repetitions ("très très chaud", "non non non").
+Media words pass when they are a command ("active les sous-titres", "subtitles on"):
+only credit-shaped text is dropped.
+
+Stage 2, `async_check_with_llm`, optional, asks a model whether the utterance is meant
+for the assistant and coherent with the conversation. It is built to share the main
+turn's prompt prefix (see its docstring) and fails open: on any doubt, Majordome answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+import json
+import re
+import time
+from typing import Any, Final
+import unicodedata
+
+import openai
+
+from .const import LOGGER
+
+
+class Reason(StrEnum):
+    """Why an utterance was ignored or kept."""
+
+    EMPTY = "empty"
+    NO_LETTERS = "no_letters"
+    HALLUCINATION = "hallucination"
+    REPETITION = "repetition"
+    FOREIGN_SCRIPT = "foreign_script"
+    NOT_ADDRESSED = "not_addressed"
+    INCOHERENT = "incoherent"
+    PASSED = "passed"
+    CHECK_FAILED = "check_failed"  # stage 2 could not decide: failed open
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision on one utterance: `ignore` it or answer it, and why."""
+
+    ignore: bool
+    reason: Reason
+    stage: int  # 1: the rules, 2: the model's check
+    detail: str = ""  # what matched, for the debug log and the traces
+
+
+# --- Normalisation -----------------------------------------------------------------
+
+_FOLDED_LETTERS: Final = {"œ": "oe", "æ": "ae", "ø": "o", "ł": "l", "đ": "d", "ı": "i"}
+
+
+class _NormalizeTable(dict[int, int | str | None]):
+    """A `str.translate` table filled on first sight of each character.
+
+    Letters and digits stay, combining marks (the accents NFKD split off) go, anything
+    else becomes a space. Filling lazily avoids scanning all of Unicode at import.
+    """
+
+    def __missing__(self, code: int) -> int | str | None:
+        char = chr(code)
+        category = unicodedata.category(char)
+        value: int | str | None
+        if char in _FOLDED_LETTERS:
+            value = _FOLDED_LETTERS[char]
+        elif category[0] in "LN":
+            value = code
+        elif category[0] == "M":
+            value = None
+        else:
+            value = " "
+        self[code] = value
+        return value
+
+
+_TABLE: Final = _NormalizeTable()
+for _code in range(128):  # ASCII filled now, the rest on first sight
+    _TABLE.__missing__(_code)
+
+
+def normalize(text: str) -> str:
+    """Casefold, strip accents, turn punctuation and symbols to spaces, collapse spaces."""
+    folded = text.casefold()
+    if not folded.isascii():
+        # NFKD splits accents off their letters and folds width and ligature variants.
+        folded = unicodedata.normalize("NFKD", folded)
+    return " ".join(folded.translate(_TABLE).split())
+
+
+# --- Scripts -------------------------------------------------------------------------
+
+SCRIPTS: Final[tuple[str, ...]] = (
+    "Latin",
+    "Cyrillic",
+    "Greek",
+    "Arabic",
+    "Hebrew",
+    "Han",
+    "Hiragana",
+    "Katakana",
+    "Hangul",
+    "Devanagari",
+    "Thai",
+)
+DEFAULT_SCRIPTS: Final = frozenset({"Latin"})
+
+# The first word of a letter's Unicode name names its script, with these exceptions.
+_SCRIPT_OF_NAME_PREFIX: Final = {
+    "CJK": "Han",
+    "IDEOGRAPHIC": "Han",
+    "KATAKANA-HIRAGANA": "Katakana",
+    "MODIFIER": "",  # modifier letters belong to no script in particular
+}
+_script_cache: dict[str, str] = {}
+
+
+def script_of(letter: str) -> str:
+    """Return the script of a letter ("Latin", "Han"...), "" when it has none."""
+    script = _script_cache.get(letter)
+    if script is None:
+        prefix = unicodedata.name(letter, "").split(" ", 1)[0]
+        script = _SCRIPT_OF_NAME_PREFIX.get(prefix, prefix.title())
+        _script_cache[letter] = script
+    return script
+
+
+def _foreign_share(normalized: str, allowed: frozenset[str]) -> tuple[float, str]:
+    """Return the share of letters outside `allowed` scripts and the most frequent one."""
+    if normalized.isascii():
+        # ASCII letters are Latin: the common case costs one check.
+        return (0.0, "") if "Latin" in allowed else (1.0, "Latin")
+    letters = 0
+    foreign: dict[str, int] = {}
+    for char in normalized:
+        if char.isascii():
+            if char.isalpha():
+                letters += 1
+                if "Latin" not in allowed:
+                    foreign["Latin"] = foreign.get("Latin", 0) + 1
+            continue
+        if not char.isalpha():
+            continue
+        script = script_of(char)
+        if not script:
+            continue
+        letters += 1
+        if script not in allowed:
+            foreign[script] = foreign.get(script, 0) + 1
+    if not letters or not foreign:
+        return 0.0, ""
+    main = max(foreign, key=lambda name: foreign[name])
+    return sum(foreign.values()) / letters, main
+
+
+# --- Known hallucinations --------------------------------------------------------------
+
+# Whole utterances Whisper invents on silence, by language. The text is dropped when
+# it is made only of these, fillers and connectors, so "Thank you. Bye." goes too.
+# Never put here an answer to a question (yes, no, okay, oui, non, d'accord) nor a
+# routine trigger (good night, bonne nuit).
+_PHRASES: Final = (
+    # English
+    "you",
+    "so",
+    "the",
+    "thank you",
+    "thank you very much",
+    "thank you so much",
+    "thanks",
+    "thanks a lot",
+    "thank you all",
+    "thank you everyone",
+    "thank you guys",
+    "bye",
+    "bye bye",
+    "goodbye",
+    "good bye",
+    "see you",
+    "see you soon",
+    "see you later",
+    "see you tomorrow",
+    "see you next time",
+    "see you next week",
+    "see ya",
+    "stay tuned",
+    "we ll be right back",
+    "see you in the next one",
+    "i ll see you next time",
+    "i ll see you in the next one",
+    "we ll see you next time",
+    "take care",
+    "peace",
+    "peace out",
+    "cheers",
+    "hello everyone",
+    "hi everyone",
+    "have a nice day",
+    "have a great day",
+    "the end",
+    "to be continued",
+    "that s it for today",
+    "that s all for today",
+    "i m sorry",
+    "applause",
+    "laughter",
+    "music",
+    "music playing",
+    "background music",
+    "soft music",
+    "upbeat music",
+    "musique",
+    "musique douce",
+    "musique de fond",
+    "tout le monde",
+    "blank audio",
+    "no speech",
+    "inaudible",
+    # French
+    "merci",
+    "merci beaucoup",
+    "merci bien",
+    "merci a tous",
+    "merci a vous",
+    "merci a toi",
+    "merci a vous tous",
+    "merci a bientot",
+    "je vous remercie",
+    "au revoir",
+    "a bientot",
+    "a la prochaine",
+    "a demain",
+    "a plus",
+    "a tout a l heure",
+    "salut a tous",
+    "salut tout le monde",
+    "bonjour a tous",
+    "bonjour tout le monde",
+    "a tous",
+    "a toutes",
+    "ciao",
+    "bisous",
+    "voila",
+    "bonne journee",
+    "bonne soiree",
+    "bonne fin de journee",
+    "bon appetit",
+    "fin",
+    "generique",
+    "applaudissements",
+    "rires",
+    "c est tout pour aujourd hui",
+    "c est la fin",
+    "a suivre",
+    # German, Spanish, Italian, Portuguese, Dutch, Polish
+    "danke",
+    "ich danke ihnen",
+    "auf wiedersehen",
+    "bis bald",
+    "bis dann",
+    "hasta pronto",
+    "nos vemos",
+    "ciao a tutti",
+    "grazie a tutti",
+    "ate a proxima",
+    "tot ziens",
+    "danke schon",
+    "vielen dank",
+    "tschuss",
+    "gracias",
+    "muchas gracias",
+    "adios",
+    "hasta luego",
+    "grazie",
+    "grazie mille",
+    "arrivederci",
+    "obrigado",
+    "obrigada",
+    "muito obrigado",
+    "tchau",
+    "dank je",
+    "dank je wel",
+    "dank u wel",
+    "dziekuje",
+    # Other scripts, for households that allow them
+    "спасибо",
+    "спасибо за внимание",
+    "спасибо за просмотр",
+    "продолжение следует",
+    "до свидания",
+    "ご視聴ありがとうございました",
+    "ありがとうございました",
+    "ありがとうございます",
+    "チャンネル登録お願いします",
+    "謝謝觀看",
+    "谢谢观看",
+    "谢谢大家",
+    "谢谢",
+    "謝謝",
+    "请不吝点赞 订阅 转发 打赏支持明镜与点点栏目",
+    "시청해주셔서 감사합니다",
+    "감사합니다",
+    "mbc 뉴스",
+    "شكرا",
+    "شكرا للمشاهدة",
+    "اشتركوا في القناة",
+    "תודה",
+    "תודה רבה",
+    "ευχαριστω",
+    "σας ευχαριστω",
+    "धन्यवाद",
+    "ขอบคุณครับ",
+    "ขอบคุณค่ะ",
+)
+
+# Tokens that may sit between phrases without making the text a request.
+_CONNECTORS: Final = frozenset(
+    {"and", "et", "und", "y", "e", "then", "puis", "so", "alors", "everyone", "everybody", "guys"}
+)
+# Hesitations and laughter: "hmm", "euh", "mhm", "ahh", "hahahaha".
+_FILLER: Final = re.compile(
+    r"h*m+h*|m+h+m+|h*u+h*m*|h?e+u+h*|h+u+m+|a+h+|o+h+|e+h+|e+r+m*|p+f+|p+s+t+|s+h+|t+s+"
+    r"|(?:h[aeiou]){2,}h?|(\w{1,3}?)\1{3,}"
+)
+
+
+def _phrase_index(phrases: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
+    """Index the normalised phrases by their first token, longest first."""
+    index: dict[str, list[tuple[str, ...]]] = {}
+    for phrase in phrases:
+        tokens = tuple(normalize(phrase).split())
+        index.setdefault(tokens[0], []).append(tokens)
+    for candidates in index.values():
+        candidates.sort(key=len, reverse=True)
+    return index
+
+
+_PHRASE_INDEX: Final = _phrase_index(_PHRASES)
+_MAX_PHRASE_TOKENS: Final = 40  # longer texts are not a string of outros
+
+
+def _is_free(token: str) -> bool:
+    """Return True for a token that adds nothing: a connector or a filler."""
+    return token in _CONNECTORS or _FILLER.fullmatch(token) is not None
+
+
+def _only_known_phrases(tokens: list[str]) -> bool:
+    """Return True when the tokens are known phrases, fillers and connectors only."""
+    count = len(tokens)
+    if count > _MAX_PHRASE_TOKENS:
+        return False
+    # A request starts with a verb or a noun: most texts leave on the first token.
+    if tokens[0] not in _PHRASE_INDEX and not _is_free(tokens[0]):
+        return False
+    reachable = [False] * (count + 1)
+    reachable[0] = True
+    for start in range(count):
+        if not reachable[start]:
+            continue
+        token = tokens[start]
+        if _is_free(token):
+            reachable[start + 1] = True
+        for phrase in _PHRASE_INDEX.get(token, ()):
+            end = start + len(phrase)
+            if end <= count and tuple(tokens[start:end]) == phrase:
+                reachable[end] = True
+    return reachable[count]
+
+
+# Patterns on the normalised text, for the families whose wording varies: credits,
+# outros and calls to subscribe. Each is named for the log.
+_SUBTITLE = r"(?:sous titr\w*|subtit\w*|untertitel\w*|sottotitol\w*|ondertitel\w*|legendas?|napisy)"
+_PATTERNS: Final = {
+    "amara": r"\bamara\b",
+    "subtitle credit": (
+        r"^sous titrage\b"
+        rf"|^{_SUBTITLE}(?: \w+){{0,2}}? (?:by|par|realise\w*|fait\w*|fourni\w*|von|im|des|der"
+        r"|creati|creato|a cura|e revisione|realizados?|hechos?|por|de la|door|ingediend|pela"
+        r"|przez|stworzone|wykonane)\b"
+        r"|\b(?:transcri\w*|translat\w*|caption\w*|traduction|tradu\w*|sous titr\w*|subtit\w*)"
+        r" (?:by|par)\b"
+        r"|\bsous titres? (?:et|&) (?:traduction|synchro\w*)"
+    ),
+    "russian subtitle credit": r"субтитр|\bdimatorzok\b",
+    # In a French or English home, thanks in another language are an outro.
+    "foreign thanks": (r"^(?:\w+ )?(?:danke|gracias|grazie|obrigad[oa]|bedankt|dziekuje)\b"),
+    "thanks for watching": (
+        r"\b(?:thanks?|thank you)(?: \w+){0,2}? for (?:watching|viewing|listening|tuning in"
+        r"|your attention|joining us|having me|having us)\b"
+        r"|\bmerci(?: \w+){0,2}? (?:d avoir|de nous avoir|de m avoir) (?:regarde|ecoute|suivi|visionne)"
+        r"|\b(?:merci|remercie\w*) (?:de|pour) (?:votre|ton|vos) (?:attention|ecoute|visionnage)"
+        r"|\b(?:furs|fur s|fur das) zuschauen\b|\bgracias por ver\b|\bper la visione\b"
+        r"|\bpor assistir\b|\bvoor het kijken\b"
+    ),
+    "subscribe": (
+        r"\b(?:subscrib\w*|abonnez|abonner|abonne toi|abonnes vous|suscribe\w*|inscreva se"
+        r"|iscriviti|abonniert|abonnieren)\b"
+        r"|\blike and (?:share|comment)\b|\b(?:hit|ring|smash) the bell\b|\b(?:clique|cliquez|active|activez) sur la cloche\b"
+        r"|\bpouce bleu\b|\bleave a (?:like|comment)\b|\blaissez (?:un|moi un) (?:like|commentaire|pouce)\b"
+        r"|\b(?:liker|commenter|partager) (?:la|cette) video\b|\blikez\b"
+        r"|\bn oubliez pas de (?:liker|partager|commenter|mettre un pouce)\b"
+        r"|\blike button\b|\bin the comments\b|\b(?:dans les|en) commentaires?\b"
+        r"|\b(?:my|our) (?:channel|other videos)\b|\bmes autres videos\b"
+        r"|\bin the description\b|\blink below\b|\b(?:dans|en) (?:la )?description\b"
+    ),
+    "outro": (
+        r"\bsee you(?: \w+){0,2}? (?:next (?:time|week|video|episode)|(?:in|on) (?:the|my) next)\b"
+        r"|\b(?:in|dans) (?:the|la|le) (?:next|prochaine?) (?:video|episode)\b"
+        r"|\b(?:on se retrouve|rendez vous|je vous retrouve|je vous dis)(?: dans| a| au| pour)?"
+        r" (?:la|le) prochain\w*"
+        r"|\b(?:une|la) (?:nouvelle|prochaine) video\b|\bend of (?:the|this) video\b"
+        r"|\bfin de (?:la|cette) video\b|\bthat s (?:it|all) for (?:today|this video)\b"
+        r"|\bi hope you (?:enjoyed|liked)\b"
+        r"|\bwelcome (?:back )?to (?:my|our|the) channel\b"
+        r"|\bbienvenue (?:sur|dans) (?:ma|notre|cette) (?:chaine|video)\b"
+        r"|\bj espere que (?:vous avez|ca vous a|cette video vous a) (?:aime|apprecie|plu)\b"
+        r"|\bbis zum nachsten mal\b|\bhasta la proxima\b|\balla prossima\b|\btot de volgende\b"
+    ),
+}
+# Scripts without spaces between words: substrings rather than words.
+_CJK_FRAGMENTS: Final = (
+    "字幕",
+    "訂閱",
+    "订阅",
+    "点赞",
+    "點贊",
+    "ご視聴",
+    "チャンネル登録",
+    "시청해",
+    "구독",
+    "MBC 뉴스",
+)
+
+_PATTERN_NAMES: Final = list(_PATTERNS)
+_HALLUCINATION_RE: Final = re.compile(
+    "|".join(
+        [f"(?P<p{i}>{pattern})" for i, pattern in enumerate(_PATTERNS.values())]
+        + [f"(?P<cjk>{'|'.join(re.escape(normalize(f)) for f in _CJK_FRAGMENTS)})"]
+    )
+)
+# On the raw text: a URL, a credit ("Sous-titres : ..."), markers Whisper brackets.
+_URL_RE: Final = re.compile(r"\bwww\.|https?://|\b\w+\.(?:com|org|net|gov|edu|tv)\b", re.IGNORECASE)
+_CREDIT_RE: Final = re.compile(
+    r"^\W*(?:sous[- ]?titr\w*|subt[ií]t\w*|untertitel\w*|sottotitol\w*|ondertitel\w*"
+    r"|traduction|transcription|translation|captions?)\s*:",
+    re.IGNORECASE,
+)
+_MARKER_RE: Final = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|<[^>]*>|【[^】]*】|（[^）]*）")
+_MUSIC_RE: Final = re.compile(r"[♩♪♫♬🎵🎶🎼]")
+# A number alone answers a question: "21", "20,5", "7:30", "19 h", "50 %".
+_NUMBER_RE: Final = re.compile(
+    r"\s*[+-]?\d{1,4}(?:[.,:h]\s?\d{1,2})?\s*(?:%|°\s?c?|h)?\s*[.!?]?\s*"
+)
+
+
+# --- Repetition ------------------------------------------------------------------------
+
+_MAX_PERIOD: Final = 8  # the longest group of words looked at for repetition
+_MAX_REPETITION_TOKENS: Final = 300  # Whisper's 30 s windows stay far below
+
+
+def _runaway_repetition(tokens: list[str]) -> str:
+    """Describe the runaway repetition in the tokens, "" when there is none.
+
+    Four times the same word or group of words in a row, or three times a group of
+    three or more, covering at least 60% of the text; or 12 words or more with a
+    quarter of them distinct. "très très chaud" and "non non non" pass: people say those.
+    """
+    tokens = tokens[:_MAX_REPETITION_TOKENS]
+    count = len(tokens)
+    if count < 4:
+        return ""
+    distinct = len(set(tokens))
+    # A long text of few words is a loop with small variations.
+    if count >= 12 and distinct * 4 <= count:
+        return f"{distinct} distinct words in {count}"
+    # A run covering 60% of the text leaves at most 40% of it for other words.
+    if distinct > _MAX_PERIOD + count * 2 // 5:
+        return ""
+    for period in range(1, min(_MAX_PERIOD, count // 3) + 1):
+        needed = 4 if period < 3 else 3
+        if period * needed > count:
+            break
+        streak = 0
+        for index, (token, later) in enumerate(zip(tokens, tokens[period:], strict=False)):
+            if token == later:
+                streak += 1
+                repeats = (streak + period) // period
+                if repeats >= needed and repeats * period * 5 >= count * 3:
+                    first = index - streak + 1
+                    group = " ".join(tokens[first : first + period])
+                    return f"{group!r} x{repeats}+"
+            else:
+                streak = 0
+    return ""
+
+
+# --- Stage 1 ---------------------------------------------------------------------------
+
+
+def _drop(reason: Reason, detail: str) -> Verdict:
+    return Verdict(ignore=True, reason=reason, stage=1, detail=detail)
+
+
+_PASSED: Final = Verdict(ignore=False, reason=Reason.PASSED, stage=1)
+
+
+def screen_rules(text: str, allowed_scripts: frozenset[str] = DEFAULT_SCRIPTS) -> Verdict:
+    """Stage 1: drop what is certainly not speech meant for the assistant (rules only).
+
+    `allowed_scripts` holds names from SCRIPTS. See the module docstring for the policy.
+    """
+    if not text or text.isspace():
+        return _drop(Reason.EMPTY, "")
+    if _MUSIC_RE.search(text):
+        return _drop(Reason.HALLUCINATION, "music note")
+    if _URL_RE.search(text):
+        return _drop(Reason.HALLUCINATION, "url")
+    if _CREDIT_RE.match(text):
+        return _drop(Reason.HALLUCINATION, "credit")
+    spoken, markers = _MARKER_RE.subn(" ", text)
+    normalized = normalize(spoken)
+    if not normalized:
+        if markers:
+            return _drop(Reason.HALLUCINATION, "noise marker")
+        return _drop(Reason.NO_LETTERS, "")
+    if not any(char.isalpha() for char in normalized):
+        if _NUMBER_RE.fullmatch(spoken):
+            return _PASSED
+        return _drop(Reason.NO_LETTERS, normalized[:40])
+
+    if match := _HALLUCINATION_RE.search(normalized):
+        group = match.lastgroup or ""
+        name = "cjk credit" if group == "cjk" else _PATTERN_NAMES[int(group[1:])]
+        return _drop(Reason.HALLUCINATION, name)
+    tokens = normalized.split()
+    if _only_known_phrases(tokens):
+        return _drop(Reason.HALLUCINATION, normalized[:60])
+    if repetition := _runaway_repetition(tokens):
+        return _drop(Reason.REPETITION, repetition)
+    share, script = _foreign_share(normalized, allowed_scripts)
+    if share >= 0.5:
+        return _drop(Reason.FOREIGN_SCRIPT, f"{script} {share:.0%}")
+    return _PASSED
+
+
+# --- Stage 2 ---------------------------------------------------------------------------
+
+CHECK_MAX_TOKENS: Final = 3
+
+_CHECK_INSTRUCTION: Final = """\
+[System check, not a request from the user.] The microphone picked up the speech \
+transcribed below{language}. Before anyone answers it, decide: is it plausibly addressed \
+to you, the home assistant, and coherent with the conversation so far?
+YES: a request, a question or an answer meant for you, even a very short one \
+("stop", "yes", "lights off", "la cuisine").
+NO: noise, a transcription artefact (subtitle credits, "thanks for watching", a word \
+repeated), or talk not meant for you (people talking to each other, a TV, a song).
+Answer with exactly one word, YES or NO, and call no tool.
+Transcription: {utterance}"""
+
+_THINK_BLOCK: Final = re.compile(r"<think>.*?</think>", re.DOTALL)
+_FIRST_WORD: Final = re.compile(r"[^\W\d_]+")
+_YES: Final = frozenset({"yes", "oui"})
+_NO: Final = frozenset({"no", "non"})
+
+
+def check_message(utterance: str, language: str | None) -> dict[str, Any]:
+    """Return the user message that asks the model to judge the utterance."""
+    return {
+        "role": "user",
+        "content": _CHECK_INSTRUCTION.format(
+            language=f" (language: {language})" if language else "",
+            # JSON quoting: the utterance cannot close the quotes and speak as us.
+            utterance=json.dumps(utterance, ensure_ascii=False),
+        ),
+    }
+
+
+def _fail_open(detail: str) -> Verdict:
+    LOGGER.warning("Addressee check failed, answering anyway: %s", detail)
+    return Verdict(ignore=False, reason=Reason.CHECK_FAILED, stage=2, detail=detail)
+
+
+def parse_check_answer(content: str | None) -> Verdict:
+    """Read the model's answer: its first word must be yes/oui or no/non."""
+    answer = _THINK_BLOCK.sub("", content or "")
+    word = _FIRST_WORD.search(answer)
+    first = word.group().casefold() if word else ""
+    if first in _YES:
+        return Verdict(ignore=False, reason=Reason.PASSED, stage=2, detail=answer.strip())
+    if first in _NO:
+        return Verdict(ignore=True, reason=Reason.NOT_ADDRESSED, stage=2, detail=answer.strip())
+    return _fail_open(f"unexpected answer {answer[:80]!r}")
+
+
+async def async_check_with_llm(
+    client: openai.AsyncOpenAI,
+    *,
+    model: str,
+    prefix_messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    utterance: str,
+    language: str | None,
+    timeout: float,  # noqa: ASYNC109 - the caller's budget, applied with asyncio.timeout
+    extra_body: dict[str, Any] | None = None,
+) -> Verdict:
+    """Stage 2: ask the model whether the utterance is meant for the assistant.
+
+    llama.cpp keeps one cached prompt per slot, so any side request evicts the main
+    turn's cached prefix. This one shares it instead: `prefix_messages` must be the
+    system prompt and history exactly as the main call will send them, and `tools` the
+    same tools when `model` is the main model (None for another, faster model). Only a
+    final user message is new, so the check costs its own tokens, and the main turn
+    that follows reuses the prefix up to its own user message.
+
+    Never raises (except cancellation): on a timeout, an error or an answer that is
+    neither yes nor no, it logs why and fails open with CHECK_FAILED.
+    """
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": [*prefix_messages, check_message(utterance, language)],
+        "temperature": 0,
+        "max_tokens": CHECK_MAX_TOKENS,
+        "stream": False,
+    }
+    if tools:
+        # No tool_choice: "none" makes some servers render the prompt without the
+        # tools, which would break the shared prefix. A tool call fails open instead.
+        kwargs["tools"] = tools
+    if extra_body:
+        kwargs["extra_body"] = extra_body
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            completion = await client.chat.completions.create(**kwargs)
+    except TimeoutError:
+        return _fail_open(f"no answer within {timeout:g} s")
+    except Exception as err:  # noqa: BLE001 - any failure fails open
+        return _fail_open(f"{type(err).__name__}: {err}")
+    elapsed = time.monotonic() - started
+    # A server that ignores stream=False sends events, which the client returns as text.
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        return _fail_open(f"no choices in the response ({type(completion).__name__})")
+    message = choices[0].message
+    if message.tool_calls:
+        names = ", ".join(call.function.name for call in message.tool_calls)
+        return _fail_open(f"answered with a tool call ({names})")
+    verdict = parse_check_answer(message.content)
+    LOGGER.debug("Addressee check in %.2f s: %s %r", elapsed, verdict.reason, verdict.detail)
+    return verdict
