@@ -18,9 +18,10 @@ from custom_components.majordome.const import CONF_MEMORY_EVERY, DOMAIN, MEMORY_
 from custom_components.majordome.memory import Onboarding
 from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
 from homeassistant.auth.models import User
-from homeassistant.components import conversation
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
+
+from .helpers import converse, speech
 
 QUESTION = "By the way, I don't know your household yet: who lives here, and how do you like to be answered?"
 PROFILE = "Alice (34) and Bob (36); Bob likes jazz; short answers please."
@@ -29,29 +30,6 @@ PROFILE = "Alice (34) and Bob (36); Bob likes jazz; short answers please."
 @pytest.fixture
 def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {**DEFAULT_OPTIONS, **getattr(request, "param", {})}
-
-
-async def converse(
-    hass: HomeAssistant,
-    entry: MockConfigEntry,
-    sentence: str,
-    conversation_id: str | None = None,
-    *,
-    user: User | None = None,
-    language: str = "en",
-) -> conversation.ConversationResult:
-    return await conversation.async_converse(
-        hass,
-        sentence,
-        conversation_id,
-        Context(user_id=user.id if user else None),
-        language=language,
-        agent_id=entry.entry_id,
-    )
-
-
-def speech(result: conversation.ConversationResult) -> str:
-    return str(result.response.speech["plain"]["speech"])
 
 
 def system_prompt(request: dict[str, Any]) -> str:

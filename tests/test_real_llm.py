@@ -17,7 +17,9 @@ from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN
 from devtools.house import async_setup_house
 from devtools.llm import LocalLlmServer
+from homeassistant.auth.models import User
 from homeassistant.components import conversation
+from homeassistant.components.conversation.chat_log import DATA_CHAT_LOGS
 from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
@@ -68,3 +70,30 @@ async def test_turn_on_the_kitchen_light(hass: HomeAssistant, real_entry: MockCo
     assert hass.states.get("light.kitchen_light").state == "on"
     # The second call reused the first one's prompt from the server's cache.
     assert (trace.completions[1].cache_n or 0) > 0
+
+
+async def test_onboarding_answer_becomes_the_profile(
+    hass: HomeAssistant, real_entry: MockConfigEntry, hass_admin_user: User
+) -> None:
+    """The household introduces itself; the model condenses it into the profile."""
+    context = Context(user_id=hass_admin_user.id)
+    first = await conversation.async_converse(
+        hass, "good evening", None, context, agent_id=real_entry.entry_id
+    )
+    assert first.continue_conversation is True  # it asked the introduction question
+
+    await conversation.async_converse(
+        hass,
+        "We are Alice and Bob. Bob loves jazz and Alice wants short answers.",
+        first.conversation_id,
+        context,
+        agent_id=real_entry.entry_id,
+    )
+    profile = real_entry.runtime_data.memory.memory.profile
+    assert profile
+
+    third = await conversation.async_converse(
+        hass, "what time is it?", None, context, agent_id=real_entry.entry_id
+    )
+    chat_log = hass.data[DATA_CHAT_LOGS][third.conversation_id]
+    assert profile in chat_log.content[0].content

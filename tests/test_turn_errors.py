@@ -19,9 +19,11 @@ from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_TIMEOUT
 from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
 from homeassistant.components import conversation
-from homeassistant.core import Context, CoreState, HomeAssistant
+from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.helpers import intent
 from homeassistant.util import dt as dt_util
+
+from .helpers import converse, speech, tool_results
 
 COMPONENT = Path(__file__).parent.parent / "custom_components" / "majordome"
 SENTENCES = {
@@ -43,29 +45,11 @@ def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {**DEFAULT_OPTIONS, **getattr(request, "param", {})}
 
 
-async def converse(
-    hass: HomeAssistant,
-    entry: MockConfigEntry,
-    message: str,
-    conversation_id: str | None = None,
-    language: str | None = None,
-) -> conversation.ConversationResult:
-    """Send one message to the Majordome agent."""
-    return await conversation.async_converse(
-        hass, message, conversation_id, Context(), language=language, agent_id=entry.entry_id
-    )
-
-
-def speech_of(result: conversation.ConversationResult) -> str:
-    """The plain speech of a result."""
-    return result.response.speech["plain"]["speech"]
-
-
 def assert_failed_with(
     hass: HomeAssistant, result: conversation.ConversationResult, kind: str, language: str = "en"
 ) -> None:
     """The turn ended as an error with the exact sentence, and HA is fine."""
-    assert speech_of(result) == sentence(kind, language)
+    assert speech(result) == sentence(kind, language)
     assert result.response.response_type is intent.IntentResponseType.ERROR
     assert result.response.error_code is intent.IntentResponseErrorCode.UNKNOWN
     assert hass.state is CoreState.running
@@ -94,15 +78,6 @@ def assert_well_formed(messages: list[dict[str, Any]]) -> None:
     assert not pending
 
 
-def tool_messages(request_body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tool results of a request, decoded."""
-    return [
-        json.loads(message["content"])
-        for message in request_body["messages"]
-        if message["role"] == "tool"
-    ]
-
-
 GOOD_USER = "Hello butler"
 GOOD_REPLY = ("Good ", "evening.")
 NEXT_USER = "Are you still there?"
@@ -120,19 +95,19 @@ async def run_around_failure(
     """A good turn, the failing one, a good one; the history must not keep the failure."""
     scripted.add(text(*GOOD_REPLY))
     first = await converse(hass, entry, GOOD_USER, language=language)
-    assert speech_of(first) == "".join(GOOD_REPLY)
+    assert speech(first) == "".join(GOOD_REPLY)
     conversation_id = first.conversation_id
 
     scripted.add(*failing)
-    result = await converse(hass, entry, "Do the failing thing", conversation_id, language)
+    result = await converse(hass, entry, "Do the failing thing", conversation_id, language=language)
     assert_failed_with(hass, result, kind, language or "en")
     assert result.conversation_id == conversation_id
     assert entry.runtime_data.last_turn is not None
     assert entry.runtime_data.last_turn.error == kind
 
     scripted.add(text("Yes."))
-    last = await converse(hass, entry, NEXT_USER, conversation_id, language)
-    assert speech_of(last) == "Yes."
+    last = await converse(hass, entry, NEXT_USER, conversation_id, language=language)
+    assert speech(last) == "Yes."
     messages = scripted.chat_requests[-1]["messages"]
     assert_well_formed(messages)
     # The failed turn left nothing behind: neither its user message nor partial text.
@@ -176,7 +151,7 @@ async def test_french_sentence_is_french(
 ) -> None:
     scripted.add(error(500))
     result = await converse(hass, entry, "Allume la cuisine", language="fr")
-    assert speech_of(result) == "Désolé, le serveur du modèle de langage a rencontré une erreur."
+    assert speech(result) == "Désolé, le serveur du modèle de langage a rencontré une erreur."
     assert result.response.language == "fr"
 
 
@@ -188,7 +163,7 @@ async def test_server_down(
     await scripted.stop()
     result = await converse(hass, entry, "Anyone there?", first.conversation_id)
     assert_failed_with(hass, result, "cannot_connect")
-    result = await converse(hass, entry, "Anyone there?", first.conversation_id, "fr")
+    result = await converse(hass, entry, "Anyone there?", first.conversation_id, language="fr")
     assert_failed_with(hass, result, "cannot_connect", "fr")
     # The history kept only the good exchange.
     chat_log = hass.data[conversation.chat_log.DATA_CHAT_LOGS][first.conversation_id]
@@ -329,11 +304,11 @@ async def test_failure_after_tool_keeps_history_well_formed(
     result = await converse(hass, entry, "What time is it?", conversation_id)
     assert_failed_with(hass, result, "server_error")
     # The tool result was sent before the server failed.
-    assert tool_messages(scripted.chat_requests[-1])[0].keys() >= {"time", "time_24h"}
+    assert tool_results(scripted.chat_requests[-1])[0].keys() >= {"time", "time_24h"}
 
     scripted.add(text("Still here."))
     last = await converse(hass, entry, NEXT_USER, conversation_id)
-    assert speech_of(last) == "Still here."
+    assert speech(last) == "Still here."
     messages = scripted.chat_requests[-1]["messages"]
     assert_well_formed(messages)
     assert [m["role"] for m in messages] == [
@@ -362,7 +337,7 @@ async def test_huge_user_message(
     assert len(message) > 100_000
     scripted.add(text("That was long."))
     result = await converse(hass, entry, message)
-    assert speech_of(result) == "That was long."
+    assert speech(result) == "That was long."
     assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
     assert scripted.chat_requests[-1]["messages"][-1] == {"role": "user", "content": message}
 
@@ -372,7 +347,7 @@ async def test_empty_user_message(
 ) -> None:
     scripted.add(text("How can I help?"))
     result = await converse(hass, entry, "")
-    assert speech_of(result) == "How can I help?"
+    assert speech(result) == "How can I help?"
     assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
     assert scripted.chat_requests[-1]["messages"][-1] == {"role": "user", "content": ""}
 
@@ -385,7 +360,7 @@ async def test_unknown_tool(
 ) -> None:
     scripted.add(tool_calls(("HassDance", {"style": "tango"})), text("I cannot dance."))
     result = await converse(hass, entry, "Dance!")
-    assert speech_of(result) == "I cannot dance."
+    assert speech(result) == "I cannot dance."
     assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
 
     first, second = scripted.chat_requests
@@ -407,11 +382,11 @@ async def test_unparsable_arguments_are_refused(
 ) -> None:
     scripted.add(tool_calls(("get_date", "turn on kitchen")), text("Which day?"))
     result = await converse(hass, entry, "What day is it?")
-    assert speech_of(result) == "Which day?"
+    assert speech(result) == "Which day?"
 
-    tool_results = tool_messages(scripted.chat_requests[-1])
+    results = tool_results(scripted.chat_requests[-1])
     # The tool did not run: its result is only the error.
-    assert tool_results == [
+    assert results == [
         {
             "error": "HomeAssistantError",
             "error_text": "The arguments of get_date were not a valid JSON object: "
@@ -428,10 +403,10 @@ async def test_repairable_arguments_run_the_tool(
 ) -> None:
     scripted.add(tool_calls(("get_date", '{"days_from_today": 1,}')), text("Tomorrow is fine."))
     result = await converse(hass, entry, "What date is tomorrow?")
-    assert speech_of(result) == "Tomorrow is fine."
+    assert speech(result) == "Tomorrow is fine."
 
     tomorrow = (dt_util.now() + timedelta(days=1)).date().isoformat()
-    (tool_result,) = tool_messages(scripted.chat_requests[-1])
+    (tool_result,) = tool_results(scripted.chat_requests[-1])
     assert tool_result["iso_date"] == tomorrow
     assert "error" not in tool_result
     call = scripted.chat_requests[-1]["messages"][-2]["tool_calls"][0]
@@ -443,10 +418,10 @@ async def test_think_block_is_never_spoken_nor_stored(
 ) -> None:
     scripted.add(text("<thi", "nk>SECRET plan", "ning</th", "ink>\n\nGood", " evening."))
     result = await converse(hass, entry, GOOD_USER)
-    speech = speech_of(result)
-    assert "SECRET" not in speech
-    assert "think>" not in speech
-    assert speech.strip() == "Good evening."
+    spoken = speech(result)
+    assert "SECRET" not in spoken
+    assert "think>" not in spoken
+    assert spoken.strip() == "Good evening."
 
     scripted.add(text("Yes."))
     await converse(hass, entry, NEXT_USER, result.conversation_id)
@@ -462,7 +437,7 @@ async def test_tool_call_written_as_text_is_run(
 ) -> None:
     scripted.add(text('{"name": "get_time", ', '"arguments": {}}'), text("It is noon."))
     result = await converse(hass, entry, "What time is it?")
-    assert speech_of(result) == "It is noon."
+    assert speech(result) == "It is noon."
     assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
 
     assert len(scripted.chat_requests) == 2
@@ -475,7 +450,7 @@ async def test_tool_call_written_as_text_is_run(
     assert tool["role"] == "tool"
     assert tool["tool_call_id"] == call["id"]
     assert json.loads(tool["content"]).keys() >= {"time", "time_24h", "timezone"}
-    assert '"name"' not in speech_of(result)
+    assert '"name"' not in speech(result)
 
     # The next turn's history holds the call, not its JSON as spoken text.
     scripted.add(text("Bye."))
@@ -492,7 +467,7 @@ async def test_json_reply_that_is_not_a_call_is_not_spoken(
     """A sentence never opens with a brace: no tool ran, so the model gave no answer."""
     scripted.add(text('{"answer": ', "42}"), text(*GOOD_REPLY))
     result = await converse(hass, entry, "Give me JSON")
-    assert speech_of(result) == sentence("empty_reply")
+    assert speech(result) == sentence("empty_reply")
     assert len(scripted.chat_requests) == 1
     await converse(hass, entry, NEXT_USER, result.conversation_id)
     assert "42}" not in json.dumps(scripted.chat_requests[-1]["messages"])
@@ -508,7 +483,7 @@ async def test_tool_result_echoed_as_json_becomes_done(
         text(*GOOD_REPLY),
     )
     result = await converse(hass, entry, "What time is it?")
-    assert speech_of(result) == "Done."
+    assert speech(result) == "Done."
     assert result.response.response_type.value == "action_done"
     await converse(hass, entry, NEXT_USER, result.conversation_id)
     history = scripted.chat_requests[-1]["messages"]
@@ -522,8 +497,8 @@ async def test_double_braced_arguments_are_refused_not_fatal(
 ) -> None:
     scripted.add(tool_calls(("get_date", '{{"days_from_today": 1}}')), text("Let me retry."))
     result = await converse(hass, entry, "What date is tomorrow?")
-    assert speech_of(result) == "Let me retry."
-    (tool_result,) = tool_messages(scripted.chat_requests[-1])
+    assert speech(result) == "Let me retry."
+    (tool_result,) = tool_results(scripted.chat_requests[-1])
     assert tool_result["error"] == "HomeAssistantError"
     assert "were not a valid JSON object" in tool_result["error_text"]
 

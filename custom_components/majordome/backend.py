@@ -289,7 +289,32 @@ def tool_calls_in_text(text: str, tool_names: Iterable[str]) -> list[llm.ToolInp
     return calls or None
 
 
-# --- The stream ------------------------------------------------------------------
+# --- Requests --------------------------------------------------------------------
+
+
+def _request(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    temperature: float,
+    max_tokens: int,
+    extra_body: dict[str, Any] | None,
+    stream: bool,
+) -> dict[str, Any]:
+    """Return the arguments of a chat-completions call (no empty tools or hints)."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+    if tools:
+        kwargs["tools"] = tools
+    if extra_body:
+        kwargs["extra_body"] = extra_body
+    return kwargs
 
 
 @dataclass
@@ -317,17 +342,15 @@ async def async_stream_completion(
     Raises BackendError for every failure, with what was received so far discarded
     by the chat log (it only stores a message once the stream ends).
     """
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-        "stream": True,
-    }
-    if tools:
-        kwargs["tools"] = tools
-    if extra_body:
-        kwargs["extra_body"] = extra_body
+    kwargs = _request(
+        model=model,
+        messages=messages,
+        tools=tools,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        extra_body=extra_body,
+        stream=True,
+    )
     tool_names = [tool["function"]["name"] for tool in tools or []]
 
     try:
@@ -436,24 +459,26 @@ async def async_side_completion(
     Callers pass the main turn's messages as the prefix, with the same tools, so a
     server with one cache slot (llama.cpp) keeps the prefix it will need next.
     """
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "temperature": 0,
-        "max_tokens": max_tokens,
-        "timeout": time_limit,
-    }
-    if tools:
-        kwargs["tools"] = tools
-    if extra_body:
-        kwargs["extra_body"] = extra_body
+    kwargs = _request(
+        model=model,
+        messages=messages,
+        tools=tools,
+        temperature=0,
+        max_tokens=max_tokens,
+        extra_body=extra_body,
+        stream=False,
+    )
     try:
         async with asyncio.timeout(time_limit):
             completion = await client.chat.completions.create(**kwargs)
     except Exception as err:  # every failure is classified
         raise BackendError(classify_error(err), str(err)) from err
-    if not completion.choices:
-        raise BackendError(ErrorKind.EMPTY_REPLY, "no choices")
+    # A server that ignores stream=False sends events, which the client returns as text.
+    if not getattr(completion, "choices", None):
+        raise BackendError(ErrorKind.EMPTY_REPLY, "no choices in the response")
+    message = completion.choices[0].message
+    if message.tool_calls and not message.content:
+        names = ", ".join(call.function.name for call in message.tool_calls)
+        raise BackendError(ErrorKind.EMPTY_REPLY, f"answered with a tool call ({names})")
     text = ThinkFilter()
-    content = text.feed(completion.choices[0].message.content or "") + text.flush()
-    return content.strip()
+    return (text.feed(message.content or "") + text.flush()).strip()

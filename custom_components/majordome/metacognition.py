@@ -37,7 +37,6 @@ turn's prompt prefix (see its docstring) and fails open: on any doubt, Majordome
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 import json
@@ -48,6 +47,7 @@ import unicodedata
 
 import openai
 
+from .backend import BackendError, ErrorKind, async_side_completion
 from .const import LOGGER
 
 
@@ -646,36 +646,24 @@ async def async_check_with_llm(
     Never raises (except cancellation): on a timeout, an error or an answer that is
     neither yes nor no, it logs why and fails open with CHECK_FAILED.
     """
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "messages": [*prefix_messages, check_message(utterance, language)],
-        "temperature": 0,
-        "max_tokens": CHECK_MAX_TOKENS,
-        "stream": False,
-    }
-    if tools:
-        # No tool_choice: "none" makes some servers render the prompt without the
-        # tools, which would break the shared prefix. A tool call fails open instead.
-        kwargs["tools"] = tools
-    if extra_body:
-        kwargs["extra_body"] = extra_body
     started = time.monotonic()
     try:
-        async with asyncio.timeout(timeout):
-            completion = await client.chat.completions.create(**kwargs)
-    except TimeoutError:
-        return _fail_open(f"no answer within {timeout:g} s")
-    except Exception as err:  # noqa: BLE001 - any failure fails open
-        return _fail_open(f"{type(err).__name__}: {err}")
+        answer = await async_side_completion(
+            client,
+            model=model,
+            messages=[*prefix_messages, check_message(utterance, language)],
+            # No tool_choice: "none" makes some servers render the prompt without the
+            # tools, which would break the shared prefix. A tool call fails open.
+            tools=tools,
+            max_tokens=CHECK_MAX_TOKENS,
+            time_limit=timeout,
+            extra_body=extra_body,
+        )
+    except BackendError as err:
+        if err.kind is ErrorKind.TIMEOUT:
+            return _fail_open(f"no answer within {timeout:g} s")
+        return _fail_open(f"{type(err.__cause__ or err).__name__}: {err}")
     elapsed = time.monotonic() - started
-    # A server that ignores stream=False sends events, which the client returns as text.
-    choices = getattr(completion, "choices", None)
-    if not choices:
-        return _fail_open(f"no choices in the response ({type(completion).__name__})")
-    message = choices[0].message
-    if message.tool_calls:
-        names = ", ".join(call.function.name for call in message.tool_calls)
-        return _fail_open(f"answered with a tool call ({names})")
-    verdict = parse_check_answer(message.content)
+    verdict = parse_check_answer(answer)
     LOGGER.debug("Addressee check in %.2f s: %s %r", elapsed, verdict.reason, verdict.detail)
     return verdict

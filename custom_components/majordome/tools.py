@@ -92,7 +92,21 @@ class GetDateTool(llm.Tool):
         return {"date": spoken_date(day, llm_context.language), "iso_date": day.date().isoformat()}
 
 
-class RememberTool(llm.Tool):
+class _MemoryTool(llm.Tool):
+    """A tool that writes this entry's memory; takes one `fact`."""
+
+    parameters = vol.Schema({vol.Required("fact"): vol.All(str, vol.Length(min=1))})
+
+    def __init__(self, store: MemoryStore) -> None:
+        """Write into this entry's memory."""
+        self.store = store
+
+    def fact(self, tool_input: llm.ToolInput) -> str:
+        """The validated `fact` argument."""
+        return str(self.parameters(tool_input.tool_args)["fact"])
+
+
+class RememberTool(_MemoryTool):
     """Keep a fact about the household for every later conversation."""
 
     name = "remember"
@@ -100,38 +114,27 @@ class RememberTool(llm.Tool):
         "Remember a lasting fact about the household that the user asks you to remember, "
         "e.g. 'Alice is allergic to cats'."
     )
-    parameters = vol.Schema({vol.Required("fact"): vol.All(str, vol.Length(min=1))})
-
-    def __init__(self, store: MemoryStore) -> None:
-        """Write into this entry's memory."""
-        self.store = store
 
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
     ) -> JsonObjectType:
         """Store the fact."""
-        fact = self.parameters(tool_input.tool_args)["fact"]
+        fact = self.fact(tool_input)
         self.store.remember(fact)
         return {"remembered": fact}
 
 
-class ForgetTool(llm.Tool):
+class ForgetTool(_MemoryTool):
     """Drop facts the user wants forgotten."""
 
     name = "forget"
     description = "Forget the remembered facts that contain the given words."
-    parameters = vol.Schema({vol.Required("fact"): vol.All(str, vol.Length(min=1))})
-
-    def __init__(self, store: MemoryStore) -> None:
-        """Write into this entry's memory."""
-        self.store = store
 
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
     ) -> JsonObjectType:
         """Remove the matching facts."""
-        removed = self.store.forget(self.parameters(tool_input.tool_args)["fact"])
-        if not removed:
+        if not (removed := self.store.forget(self.fact(tool_input))):
             raise HomeAssistantError("No remembered fact matches that.")
         return {"forgotten": "; ".join(removed)}
 
