@@ -46,7 +46,7 @@ from custom_components.majordome.const import (
     DOMAIN,
 )
 from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace
-from devtools import house as house_module
+from devtools import bench_gate, house as house_module
 from devtools.hass_runner import running_home_assistant
 from devtools.house import ASSISTANT, Device, async_setup_house
 from devtools.llm import LocalLlmServer
@@ -662,8 +662,8 @@ async def async_prompt_cache(
     later = ours.turns[1:]
     cache_n = sum(t.first.cache_n or 0 for t in later)
     prompt_n = sum(t.first.prompt_n or 0 for t in later)
-    ttft_ours = statistics.median(t.first.first_token_s or 0.0 for t in ours.turns[1:])
-    ttft_ha = statistics.median(t.first.first_token_s or 0.0 for t in theirs[1:])
+    ttft_ours = _median_ttft(ours.turns[1:])
+    ttft_ha = _median_ttft(theirs[1:])
     for layout, turns in (("ours", ours.turns), ("ha-2025.4", theirs)):
         failed = [t.command.text for t in turns if not t.passed]
         print(f"{layout}: {len(turns) - len(failed)}/{len(turns)} passed; failed: {failed}")
@@ -677,6 +677,12 @@ async def async_prompt_cache(
         "passed_ha_layout": sum(t.passed for t in theirs),
         "commands": len(commands),
     }
+
+
+def _median_ttft(turns: Sequence[TurnResult]) -> float:
+    """Median time to first token of the turns that produced one (0 when none did)."""
+    values = [t.first.first_token_s for t in turns if t.first.first_token_s is not None]
+    return statistics.median(values) if values else 0.0
 
 
 # --- Command line -------------------------------------------------------------------
@@ -709,6 +715,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache.add_argument("--ctx", type=int, default=8192, help="server context size")
     cache.add_argument("--max-tokens", type=int, default=96)
     cache.add_argument("--pause", type=float, default=1.1, help="seconds between calls")
+    sub.add_parser(
+        "gate",
+        help="stage-1 screening over a corpus (--corpus FILE, --scripts Latin,...)",
+        add_help=False,
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gate"]:
+        # The gate has its own options (devtools/bench_gate.py) and needs no server.
+        return bench_gate.main(argv[1:])
     args = parser.parse_args(argv)
 
     logging.basicConfig(

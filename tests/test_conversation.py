@@ -16,7 +16,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_MAX_HISTORY, CONF_MAX_ITERATIONS
 from devtools.house import async_setup_house
-from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
+from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 
@@ -160,3 +160,24 @@ async def test_retry_by_name_never_reaches_an_unexposed_entity(
     assert hass.states.get(GARAGE).state == "off"
     [tool_message] = tool_messages(scripted.chat_requests[1])
     assert json.loads(tool_message["content"])["error"] == "MatchFailedError"
+
+
+@pytest.mark.parametrize(
+    "follow_up",
+    [Reply(deltas=[{"content": "The light"}], break_after=2), error(500), Reply()],
+    ids=["broken-stream", "server-error", "silence"],
+)
+async def test_a_failed_follow_up_after_an_action_says_done(
+    hass: HomeAssistant,
+    house: None,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    follow_up: Reply,
+) -> None:
+    """llama.cpp's tool-call parser sometimes breaks the stream after the tool ran."""
+    scripted.add(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), follow_up)
+
+    result = await converse(hass, entry, "turn on the kitchen light")
+
+    assert hass.states.get(KITCHEN).state == "on"
+    assert speech(result) == "Done."

@@ -473,23 +473,32 @@ async def test_json_reply_that_is_not_a_call_is_not_spoken(
     assert "42}" not in json.dumps(scripted.chat_requests[-1]["messages"])
 
 
-async def test_tool_result_echoed_as_json_becomes_done(
+async def test_action_result_echoed_as_json_becomes_done(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    """Small models repeat the tool result instead of a sentence: the tool worked."""
+    """Small models repeat the tool result instead of a sentence: the action worked."""
     scripted.add(
-        tool_calls(("get_time", {})),
-        text('{"speech": {}, "response_type": "action_done"}'),
+        tool_calls(("remember", {"fact": "The cat is Miso"})),
+        text('{"response_type": "action_done", "remembered": "The cat is Miso"}'),
         text(*GOOD_REPLY),
     )
-    result = await converse(hass, entry, "What time is it?")
+    result = await converse(hass, entry, "Remember the cat is Miso")
     assert speech(result) == "Done."
     assert result.response.response_type.value == "action_done"
     await converse(hass, entry, NEXT_USER, result.conversation_id)
     history = scripted.chat_requests[-1]["messages"]
     assert history[-2] == {"role": "assistant", "content": "Done."}
-    assert "response_type" not in json.dumps([m for m in history if m["role"] == "assistant"])
+    assert "remembered" not in json.dumps([m for m in history if m["role"] == "assistant"])
     assert_well_formed(history)
+
+
+async def test_query_result_echoed_as_json_is_no_answer(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The time is data only the model can say: "Done." would be a lie."""
+    scripted.add(tool_calls(("get_time", {})), text('{"time": "14:05"}'))
+    result = await converse(hass, entry, "What time is it?")
+    assert speech(result) == sentence("empty_reply")
 
 
 async def test_double_braced_arguments_are_refused_not_fatal(

@@ -247,12 +247,12 @@ class MajordomeEntity(Entity):
                 ):
                     turn.messages.append(prompt.to_message(content))
             except backend.BackendError as err:
-                # Small models often fall silent once the tools did the work: say so
-                # rather than apologise for an action that happened.
-                if err.kind is not backend.ErrorKind.EMPTY_REPLY or not _a_tool_succeeded(
-                    chat_log, turn.turn_start
-                ):
+                # Once an action succeeded, a model that falls silent or a follow-up
+                # call that fails (small models, llama.cpp's tool-call parser) should
+                # not make the user hear an apology for something that happened.
+                if not _an_action_succeeded(chat_log, turn.turn_start):
                     raise
+                LOGGER.debug("Follow-up failed after an action (%s): answering for the model", err)
                 return await self._async_answer_for_the_model(user_input, chat_log, "done")
             if not chat_log.unresponded_tool_results:
                 break
@@ -270,8 +270,8 @@ class MajordomeEntity(Entity):
             LOGGER.debug("Replacing a reply that is JSON, not speech: %s", reply[:200])
             chat_log.content.pop()
             turn.messages.pop()
-            succeeded = _a_tool_succeeded(chat_log, turn.turn_start)
-            key = "done" if succeeded else str(backend.ErrorKind.EMPTY_REPLY)
+            acted = _an_action_succeeded(chat_log, turn.turn_start)
+            key = "done" if acted else str(backend.ErrorKind.EMPTY_REPLY)
             return await self._async_answer_for_the_model(user_input, chat_log, key)
         return reply
 
@@ -458,14 +458,21 @@ class MajordomeEntity(Entity):
             store.summary_running = False
 
 
-def _a_tool_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> bool:
-    """Whether a tool run during this turn succeeded (the model's stray calls aside)."""
-    return any(
-        isinstance(content, conversation.ToolResultContent)
-        and "error" not in content.tool_result
-        and content.tool_result.get("response_type") != "error"
-        for content in chat_log.content[turn_start:]
-    )
+def _an_action_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> bool:
+    """Whether a tool acted during this turn and said it succeeded ("action_done").
+
+    Queries (the time, the live context) do not count: their answer is the data, which
+    only the model can put into words.
+    """
+    for content in chat_log.content[turn_start:]:
+        if not isinstance(content, conversation.ToolResultContent):
+            continue
+        result = content.tool_result
+        data = result.get("data")
+        succeeded = data.get("success") if isinstance(data, dict) else True
+        if result.get("response_type") == "action_done" and succeeded:
+            return True
+    return False
 
 
 def _error_key(err: BaseException) -> str:

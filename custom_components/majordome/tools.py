@@ -121,7 +121,7 @@ class RememberTool(_MemoryTool):
         """Store the fact."""
         fact = self.fact(tool_input)
         self.store.remember(fact)
-        return {"remembered": fact}
+        return {"response_type": "action_done", "remembered": fact}
 
 
 class ForgetTool(_MemoryTool):
@@ -136,7 +136,7 @@ class ForgetTool(_MemoryTool):
         """Remove the matching facts."""
         if not (removed := self.store.forget(self.fact(tool_input))):
             raise HomeAssistantError("No remembered fact matches that.")
-        return {"forgotten": "; ".join(removed)}
+        return {"response_type": "action_done", "forgotten": "; ".join(removed)}
 
 
 MAJORDOME_TOOLS: tuple[type[llm.Tool], ...] = (GetTimeTool, GetDateTool)
