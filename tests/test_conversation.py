@@ -43,7 +43,7 @@ def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
 async def test_iteration_cap_ends_with_an_apology(
     hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    scripted.add(*(tool_calls(("get_time", {})) for _ in range(5)))
+    scripted.add(*(tool_calls(("get_date", {"days_from_today": day})) for day in range(5)))
 
     result = await converse(hass, entry, "loop forever")
 
@@ -181,3 +181,40 @@ async def test_a_failed_follow_up_after_an_action_says_done(
 
     assert hass.states.get(KITCHEN).state == "on"
     assert speech(result) == "Done."
+
+
+async def test_a_model_repeating_its_calls_is_stopped(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    turn_on = tool_calls(("HassTurnOn", {"name": "Kitchen Light"}))
+    scripted.add(turn_on, turn_on, turn_on)
+
+    result = await converse(hass, entry, "turn on the kitchen light")
+
+    assert len(scripted.chat_requests) == 2
+    assert speech(result) == "Done."
+
+
+async def test_a_full_context_is_retried_with_this_turn_only(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    too_long = error(400, "request (9360 tokens) exceeds the available context size (8192 tokens)")
+    scripted.add(text("First."), too_long, text("Second."))
+
+    first = await converse(hass, entry, "one")
+    second = await converse(hass, entry, "two", first.conversation_id)
+
+    assert speech(second) == "Second."
+    retried = scripted.chat_requests[-1]["messages"]
+    assert [m["role"] for m in retried] == ["system", "user"]
+    assert retried[1]["content"] == "two"
+
+
+async def test_a_context_still_too_long_says_so(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(error(400, "This model's maximum context length is 4096 tokens."))
+    result = await converse(hass, entry, "x" * 1000)
+    assert speech(result) == (
+        "Sorry, this conversation got too long for the model. Please start a new one."
+    )

@@ -40,6 +40,7 @@ class ErrorKind(StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVER_ERROR = "server_error"
     BAD_REQUEST = "bad_request"
+    CONTEXT_TOO_LONG = "context_too_long"
     BROKEN_STREAM = "broken_stream"
     EMPTY_REPLY = "empty_reply"
     UNKNOWN = "unknown"
@@ -53,6 +54,14 @@ class BackendError(Exception):
         super().__init__(f"{kind}: {detail}" if detail else str(kind))
         self.kind = kind
         self.detail = detail
+
+
+# How llama.cpp, vLLM, OpenAI and LM Studio say the prompt does not fit.
+_CONTEXT_FULL = re.compile(
+    r"exceed_context_size|context_length_exceeded|maximum context length|exceeds the "
+    r"(available )?context|context (window|length|size).{0,40}(exceed|too (long|small))",
+    re.IGNORECASE,
+)
 
 
 def classify_error(err: BaseException) -> ErrorKind:
@@ -71,7 +80,9 @@ def classify_error(err: BaseException) -> ErrorKind:
     if isinstance(err, openai.InternalServerError):
         return ErrorKind.SERVER_ERROR
     if isinstance(err, openai.BadRequestError | openai.UnprocessableEntityError):
-        return ErrorKind.BAD_REQUEST
+        return (
+            ErrorKind.CONTEXT_TOO_LONG if _CONTEXT_FULL.search(str(err)) else ErrorKind.BAD_REQUEST
+        )
     if isinstance(err, openai.APIStatusError):
         # Statuses without a class of their own (409, 413...): refused before any stream.
         return ErrorKind.BAD_REQUEST if err.status_code < 500 else ErrorKind.SERVER_ERROR

@@ -131,10 +131,11 @@ class MajordomeEntity(Entity):
                 LOGGER.exception("Unexpected error during a turn")
             speech = await async_spoken_message(self.hass, user_input.language, key)
             response.async_set_error(intent.IntentResponseErrorCode.UNKNOWN, speech)
-            # A turn that already added messages (a tool ran) is closed with the
-            # apology, so the history stays well formed; one that added nothing is
-            # not stored at all, leaving the history as it was.
+            # A turn that added messages (a tool ran) is stored as the question and
+            # the apology: its tool chatter would only weigh on every later prompt.
+            # A turn that added nothing is not stored at all: the history is as it was.
             if len(chat_log.content) > length_before:
+                del chat_log.content[length_before:]
                 chat_log.async_add_assistant_content_without_tools(
                     conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
                 )
@@ -232,7 +233,10 @@ class MajordomeEntity(Entity):
     ) -> str:
         """Call the model, let the chat log run its tools, until it answers in words."""
         max_iterations = int(self.entry.options.get(CONF_MAX_ITERATIONS, DEFAULT_MAX_ITERATIONS))
-        for _ in range(max_iterations):
+        calls = 0
+        trimmed = False
+        while calls < max_iterations:
+            calls += 1
             stats = backend.StreamStats()
             trace.completions.append(stats)
             stream = backend.async_stream_completion(
@@ -247,6 +251,16 @@ class MajordomeEntity(Entity):
                 ):
                     turn.messages.append(prompt.to_message(content))
             except backend.BackendError as err:
+                if (
+                    err.kind is backend.ErrorKind.CONTEXT_TOO_LONG
+                    and not trimmed
+                    and (shorter := prompt.without_old_turns(turn.messages))
+                ):
+                    LOGGER.warning("The history no longer fits the context: sending this turn only")
+                    turn.messages[:] = shorter
+                    trimmed = True
+                    calls -= 1
+                    continue
                 # Once an action succeeded, a model that falls silent or a follow-up
                 # call that fails (small models, llama.cpp's tool-call parser) should
                 # not make the user hear an apology for something that happened.
@@ -256,6 +270,13 @@ class MajordomeEntity(Entity):
                 return await self._async_answer_for_the_model(user_input, chat_log, "done")
             if not chat_log.unresponded_tool_results:
                 break
+            if _repeats_itself(chat_log, turn.turn_start):
+                # Small models loop on the same call; each lap grows the prompt.
+                LOGGER.debug("The model repeats its tool calls: ending the turn")
+                key = (
+                    "done" if _an_action_succeeded(chat_log, turn.turn_start) else "iteration_limit"
+                )
+                return await self._async_answer_for_the_model(user_input, chat_log, key)
         else:
             LOGGER.warning("Stopped after %d tool iterations", max_iterations)
             return await self._async_answer_for_the_model(user_input, chat_log, "iteration_limit")
@@ -473,6 +494,19 @@ def _an_action_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> boo
         if result.get("response_type") == "action_done" and succeeded:
             return True
     return False
+
+
+def _repeats_itself(chat_log: conversation.ChatLog, turn_start: int) -> bool:
+    """Whether the model's last tool calls were all made already during this turn."""
+    steps = [
+        [(call.tool_name, call.tool_args) for call in content.tool_calls]
+        for content in chat_log.content[turn_start:]
+        if isinstance(content, conversation.AssistantContent) and content.tool_calls
+    ]
+    if len(steps) < 2:
+        return False
+    earlier = [call for step in steps[:-1] for call in step]
+    return all(call in earlier for call in steps[-1])
 
 
 def _error_key(err: BaseException) -> str:

@@ -134,3 +134,14 @@ def build_messages(
             LOGGER.debug("Trimming %d old messages from the history", cut)
             history = history[cut:]
     return [to_message(system), *(to_message(item) for item in history)]
+
+
+def without_old_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Return the system prompt and the current turn only, or None if that is all there is.
+
+    The way out when the history no longer fits the model's context window.
+    """
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
+    if last_user <= 1:
+        return None
+    return [messages[0], *messages[last_user:]]
