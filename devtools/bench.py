@@ -45,6 +45,7 @@ from custom_components.majordome.const import (
     CONF_TIMEOUT,
     DOMAIN,
 )
+from custom_components.majordome.memory import Onboarding
 from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace
 from devtools import bench_gate, house as house_module
 from devtools.hass_runner import running_home_assistant
@@ -388,6 +389,10 @@ COMMANDS: tuple[Command, ...] = (
 
 CONVERSATION_LENGTH = 3  # commands per conversation, so the history stays short
 
+HOUSEHOLD = "Alice (34) and Bob (36) live here with their cat Miso. Bob works nights."
+FACT = "Alice likes the living room warm in the evening."
+INTERESTS = "Into jazz lately; the kitchen is being repainted."
+
 
 @dataclass
 class TurnResult:
@@ -633,6 +638,10 @@ async def async_prompt_cache(
                 CONF_MEMORY_EVERY: 0,
             },
         )
+        # Memory is in every prompt, as at home: it sits at the end of the system
+        # prompt, and the prefix must survive the turns between two memory updates.
+        entry.runtime_data.memory.update(profile=HOUSEHOLD, onboarding=Onboarding.DONE)
+        entry.runtime_data.memory.remember(FACT)
         keeper = StateKeeper(hass)
         header = (
             f"{'layout':<10} {'command':<42} {'ttft_s':>7} {'cache_n':>7} {'prompt_n':>8} "
@@ -642,6 +651,11 @@ async def async_prompt_cache(
         started = time.monotonic()
         ours = await async_run_ours(hass, entry, commands, args.pause)
         progress(f"ours: {time.monotonic() - started:.0f} s")
+        await keeper.async_restore()
+        # The turn after a memory update pays for what follows the memory (the tools,
+        # which chat templates put after the system text): measured once, apart.
+        entry.runtime_data.memory.update(dynamic=INTERESTS)
+        after_update = await async_run_ours(hass, entry, commands[:1], args.pause)
         await keeper.async_restore()
         client = openai.AsyncOpenAI(
             base_url=server.base_url, api_key="no-key", timeout=600, max_retries=0
@@ -667,6 +681,7 @@ async def async_prompt_cache(
     for layout, turns in (("ours", ours.turns), ("ha-2025.4", theirs)):
         failed = [t.command.text for t in turns if not t.passed]
         print(f"{layout}: {len(turns) - len(failed)}/{len(turns)} passed; failed: {failed}")
+    changed = after_update.turns[0].first
     return {
         "bench": "prompt-cache",
         "reuse": round(cache_n / (cache_n + prompt_n), 3) if cache_n + prompt_n else 0.0,
@@ -676,6 +691,10 @@ async def async_prompt_cache(
         "passed_ours": sum(t.passed for t in ours.turns),
         "passed_ha_layout": sum(t.passed for t in theirs),
         "commands": len(commands),
+        "memory_chars": len(HOUSEHOLD) + len(FACT),
+        "reuse_after_memory_update": round(
+            (changed.cache_n or 0) / ((changed.cache_n or 0) + (changed.prompt_n or 0) or 1), 3
+        ),
     }
 
 

@@ -19,6 +19,7 @@ from devtools.house import async_setup_house
 from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 
 from .helpers import converse, speech, tool_messages
 
@@ -31,6 +32,117 @@ async def house(hass: HomeAssistant) -> None:
     """The demo house: a kitchen light exposed to Assist, a garage light that is not."""
     assert await async_setup_component(hass, "homeassistant", {})
     await async_setup_house(hass, "demo")
+
+
+async def test_exposed_light_turns_on(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    assert hass.states.get(KITCHEN).state == "off"
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("The kitchen ", "light is on."),
+    )
+
+    result = await converse(hass, entry, "turn on the kitchen light")
+
+    assert hass.states.get(KITCHEN).state == "on"
+    assert speech(result) == "The kitchen light is on."
+    first, second = scripted.chat_requests
+    assert "Kitchen Light" in first["messages"][0]["content"]  # the static context
+    [tool_message] = tool_messages(second)
+    assert json.loads(tool_message["content"])["data"]["success"][0]["name"] == "Kitchen Light"
+
+
+async def test_unexposed_light_cannot_be_touched(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Garage Light"})),
+        text("I cannot control that light."),
+    )
+
+    await converse(hass, entry, "turn on the garage light")
+
+    assert hass.states.get(GARAGE).state == "off"
+    first, second = scripted.chat_requests
+    assert "Garage Light" not in first["messages"][0]["content"]
+    [tool_message] = tool_messages(second)
+    assert "error" in json.loads(tool_message["content"])
+
+
+async def test_time_question_uses_the_tool(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("get_time", {})), text("It is late."))
+
+    await converse(hass, entry, "what time is it?")
+
+    result = json.loads(tool_messages(scripted.chat_requests[1])[0]["content"])
+    now = dt_util.now()
+    assert result["time_24h"] in {now.strftime("%H:%M"), (now.replace(second=0)).strftime("%H:%M")}
+    # The clock is never in the system prompt: that would defeat prefix caching.
+    assert now.strftime("%H:%M") not in scripted.chat_requests[0]["messages"][0]["content"]
+
+
+async def test_french_time_and_instructions(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("get_time", {}), ("get_date", {})), text("Il est tard."))
+
+    await converse(hass, entry, "quelle heure est-il ?", language="fr")
+
+    system = scripted.chat_requests[0]["messages"][0]["content"]
+    assert system.startswith("Tu es un assistant vocal pour Home Assistant.")
+    time_result, date_result = (
+        json.loads(m["content"]) for m in tool_messages(scripted.chat_requests[1])
+    )
+    assert " h " in time_result["time"]
+    assert date_result["iso_date"] == dt_util.now().date().isoformat()
+    weekday = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
+    assert date_result["date"].split()[0] == weekday[dt_util.now().weekday()]
+
+
+async def test_two_step_task(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """A tool, its result read, another tool, then the answer."""
+    scripted.add(
+        tool_calls(("GetLiveContext", {})),
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("Done: it was off, it is on now."),
+    )
+
+    result = await converse(hass, entry, "if the kitchen light is off, turn it on")
+
+    assert speech(result) == "Done: it was off, it is on now."
+    assert hass.states.get(KITCHEN).state == "on"
+    assert len(scripted.chat_requests) == 3
+    live_context, turn_on = tool_messages(scripted.chat_requests[2])
+    assert "Kitchen Light" in live_context["content"]
+    assert json.loads(turn_on["content"])["response_type"] == "action_done"
+    # Every tool call the model made is answered, in order, with its id.
+    assistant_calls = [
+        call["id"]
+        for m in scripted.chat_requests[2]["messages"]
+        if m["role"] == "assistant"
+        for call in m.get("tool_calls", [])
+    ]
+    assert assistant_calls == [live_context["tool_call_id"], turn_on["tool_call_id"]]
+
+
+async def test_parallel_calls_in_one_step(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"}), ("get_time", {})),
+        text("Light on."),
+    )
+
+    await converse(hass, entry, "kitchen light on and tell me the time")
+
+    assert hass.states.get(KITCHEN).state == "on"
+    ids = [m["tool_call_id"] for m in tool_messages(scripted.chat_requests[1])]
+    assert ids == ["call_0_HassTurnOn", "call_1_get_time"]
 
 
 @pytest.fixture
@@ -218,3 +330,29 @@ async def test_a_context_still_too_long_says_so(
     assert speech(result) == (
         "Sorry, this conversation got too long for the model. Please start a new one."
     )
+
+
+async def test_a_device_name_used_as_a_tool_gets_a_hint(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The 0.5B model writes {"name": "Kitchen Light"} as if the device were a tool."""
+    scripted.add(
+        tool_calls(("Kitchen Light", {})),
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("On."),
+    )
+
+    await converse(hass, entry, "turn on the kitchen light")
+
+    [error_message] = tool_messages(scripted.chat_requests[1])
+    assert "'Kitchen Light' is a device, not a tool" in error_message["content"]
+    assert hass.states.get(KITCHEN).state == "on"
+
+
+async def test_no_hint_reveals_an_unexposed_device(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("Garage Light", {})), text("No."))
+    await converse(hass, entry, "garage light")
+    [error_message] = tool_messages(scripted.chat_requests[1])
+    assert "is a device" not in error_message["content"]

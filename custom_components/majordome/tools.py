@@ -15,6 +15,8 @@ from typing import Any
 import voluptuous as vol
 from voluptuous_openapi import convert
 
+from homeassistant.components import conversation
+from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import intent, llm
@@ -155,8 +157,15 @@ class MajordomeAPIInstance(llm.APIInstance):
                 "Call the tool again with a JSON object."
             )
         if all(tool.name != tool_input.tool_name for tool in self.tools):
+            hint = ""
+            if _is_exposed_name(self.api.hass, tool_input.tool_name):
+                # Small models put the device's name where the tool's name goes.
+                hint = (
+                    f" {tool_input.tool_name!r} is a device, not a tool: pass it as the "
+                    "`name` argument of a tool such as HassTurnOn or HassTurnOff."
+                )
             raise HomeAssistantError(
-                f"There is no tool named {tool_input.tool_name!r}. "
+                f"There is no tool named {tool_input.tool_name!r}.{hint} "
                 f"The tools are: {', '.join(tool.name for tool in self.tools)}."
             )
         arguments = _without_empty_values(tool_input.tool_args)
@@ -178,6 +187,16 @@ class MajordomeAPIInstance(llm.APIInstance):
 
 
 _TARGET_BY_NAME = ("name", "domain")
+
+
+def _is_exposed_name(hass: HomeAssistant, name: str) -> bool:
+    """Whether `name` is the name of an entity exposed to Assist (only on the error path)."""
+    wanted = name.strip().casefold()
+    return any(
+        state.name.casefold() == wanted
+        and async_should_expose(hass, conversation.DOMAIN, state.entity_id)
+        for state in hass.states.async_all()
+    )
 
 
 def _without_empty_values(arguments: dict[str, Any]) -> dict[str, Any]:
