@@ -17,7 +17,9 @@ from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_MAX_HISTORY, CONF_MAX_ITERATIONS
 from devtools.house import async_setup_house
 from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
+from homeassistant.components import conversation
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import llm
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 
@@ -189,7 +191,19 @@ async def test_system_prompt_and_tools_are_byte_identical_between_turns(
         assert request["messages"][0] == requests[0]["messages"][0]
         assert json.dumps(request["tools"]) == json.dumps(requests[0]["tools"])
     names = [tool["function"]["name"] for tool in requests[0]["tools"]]
-    assert names == sorted(names)
+    # Assist's tools in Home Assistant's own order, then Majordome's, sorted.
+    assist = await llm.async_get_api(
+        hass,
+        llm.LLM_API_ASSIST,
+        llm.LLMContext("test", None, None, "en", conversation.DOMAIN, None),
+    )
+    assert names == [
+        *(tool.name for tool in assist.tools),
+        "forget",
+        "get_date",
+        "get_time",
+        "remember",
+    ]
     assert len(names) == len(set(names))
     assert requests[0].get("cache_prompt") is True
     # The user's words are sent as they were said.
@@ -356,3 +370,24 @@ async def test_no_hint_reveals_an_unexposed_device(
     await converse(hass, entry, "garage light")
     [error_message] = tool_messages(scripted.chat_requests[1])
     assert "is a device" not in error_message["content"]
+
+
+INVALID_DIFF = 'data: {"error": {"code": 500, "message": "Invalid diff: now finding less tool calls!", "type": "server_error"}}\n\n'
+
+
+async def test_a_stream_the_server_breaks_is_asked_again_without_streaming(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """llama.cpp's streaming tool-call parser gives up; its non-streamed path does not."""
+    scripted.add(Reply(raw_lines=[INVALID_DIFF]), text("On."))
+    scripted.add_side(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})))
+
+    result = await converse(hass, entry, "turn on the kitchen light")
+
+    assert hass.states.get(KITCHEN).state == "on"
+    assert speech(result) == "On."
+    streamed, retried, answered = scripted.chat_requests
+    assert streamed["stream"] is True
+    assert not retried.get("stream")
+    assert retried["messages"] == streamed["messages"]
+    assert answered["messages"][-1]["role"] == "tool"

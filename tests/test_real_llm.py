@@ -14,7 +14,12 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 import pytest_socket
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN
+from custom_components.majordome.const import (
+    CONF_MAX_TOKENS,
+    CONF_TEMPERATURE,
+    CONF_TIMEOUT,
+    DOMAIN,
+)
 from devtools.house import async_setup_house
 from devtools.llm import LocalLlmServer
 from homeassistant.auth.models import User
@@ -46,7 +51,8 @@ async def real_entry(
     entry = MockConfigEntry(
         domain=DOMAIN,
         data={CONF_URL: llm_server.base_url, CONF_MODEL: llm_server.model},
-        options={**DEFAULT_OPTIONS, CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: 96},
+        # A slow CI machine may take a minute to read the first prompt.
+        options={**DEFAULT_OPTIONS, CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: 96, CONF_TIMEOUT: 600},
     )
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)

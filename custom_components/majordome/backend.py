@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import httpx
 import openai
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessage
 
 from homeassistant.components import conversation
 from homeassistant.helpers import llm
@@ -374,6 +374,7 @@ async def async_stream_completion(
     # A reply that opens like JSON may be a tool call written as text: hold it back.
     held_text: list[str] | None = None
     produced = False
+    streamed = False  # whether any text already went out
     yield {"role": "assistant"}
     try:
         async for chunk in stream:
@@ -406,6 +407,7 @@ async def async_stream_completion(
                 held_text.append(text)
                 continue
             produced = produced or bool(text.strip())
+            streamed = True
             yield {"content": text}
     except BackendError:
         raise
@@ -413,7 +415,19 @@ async def async_stream_completion(
         kind = classify_error(err)
         if kind is not ErrorKind.TIMEOUT:
             kind = ErrorKind.BROKEN_STREAM
-        raise BackendError(kind, str(err)) from err
+        if streamed or not _server_error_event(err):
+            raise BackendError(kind, str(err)) from err
+        # llama.cpp's streaming tool-call parser sometimes gives up mid-stream
+        # ("Invalid diff: now finding less tool calls!"); the same request without
+        # streaming goes through another path. Nothing was delivered yet: ask again.
+        LOGGER.warning("The server broke its stream (%s); asking again without streaming", err)
+        message = await _async_complete_once(client, kwargs, err)
+        pending = {
+            index: _PendingCall(call.id, call.function.name, call.function.arguments)
+            for index, call in enumerate(message.tool_calls or [])
+        }
+        think = ThinkFilter()
+        held_text = [think.feed(message.content or "")]
     finally:
         stats.total_s = time.monotonic() - stats.started
 
@@ -440,6 +454,26 @@ async def async_stream_completion(
         yield {"tool_calls": calls}
     elif not produced:
         raise BackendError(ErrorKind.EMPTY_REPLY, f"finish_reason={stats.finish_reason}")
+
+
+def _server_error_event(err: BaseException) -> bool:
+    """Whether the server itself sent an error inside a stream (not a network failure)."""
+    return isinstance(err, openai.APIError) and not isinstance(
+        err, openai.APIStatusError | openai.APIConnectionError
+    )
+
+
+async def _async_complete_once(
+    client: openai.AsyncOpenAI, kwargs: dict[str, Any], first_error: Exception
+) -> ChatCompletionMessage:
+    """Ask again without streaming; a failure reports the broken stream."""
+    try:
+        completion = await client.chat.completions.create(**{**kwargs, "stream": False})
+        message: ChatCompletionMessage = completion.choices[0].message
+        return message
+    except Exception as err:  # noqa: BLE001 - a courtesy retry: report the first failure
+        LOGGER.debug("The retry without streaming failed too: %s", err)
+        raise BackendError(ErrorKind.BROKEN_STREAM, str(first_error)) from first_error
 
 
 def _mark_first_token(stats: StreamStats) -> None:

@@ -223,25 +223,30 @@ class MajordomeAPI(llm.API):
         self.memory = memory
 
     async def async_get_api_instance(self, llm_context: llm.LLMContext) -> MajordomeAPIInstance:
-        """Return Assist's prompt and tools with ours, sorted so the request is stable."""
-        api_prompt = ""
-        serializer: Callable[[Any], Any] | None = None
-        tools: dict[str, llm.Tool] = {tool.name: tool() for tool in MAJORDOME_TOOLS}
+        """Return Assist's prompt and tools, then ours, in an order that never changes.
+
+        Assist's tools keep Home Assistant's own order (HassTurnOn first): measured on
+        the embedded 0.5B model, sorting them by name (HassLightSet before HassTurnOn)
+        cost accuracy, 2-3 right calls out of 12 against 5. Ours follow, sorted.
+        """
+        ours: dict[str, llm.Tool] = {tool.name: tool() for tool in MAJORDOME_TOOLS}
         if self.memory is not None:
-            tools.update(
+            ours.update(
                 (tool.name, tool) for tool in (RememberTool(self.memory), ForgetTool(self.memory))
             )
+        api_prompt = ""
+        serializer: Callable[[Any], Any] | None = None
+        theirs: list[llm.Tool] = []
         if self.include_assist:
             assist = await llm.async_get_api(self.hass, llm.LLM_API_ASSIST, llm_context)
             api_prompt, serializer = assist.api_prompt, assist.custom_serializer
             # Ours win a name clash: a newer Home Assistant may add its own date tool.
-            for tool in assist.tools:
-                tools.setdefault(tool.name, tool)
+            theirs = [tool for tool in assist.tools if tool.name not in ours]
         return MajordomeAPIInstance(
             api=self,
             api_prompt=api_prompt,
             llm_context=llm_context,
-            tools=[tools[name] for name in sorted(tools)],
+            tools=[*theirs, *(ours[name] for name in sorted(ours))],
             custom_serializer=serializer,
         )
 
