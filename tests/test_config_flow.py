@@ -125,6 +125,11 @@ def default(result: FlowResult, name: str) -> Any:
     return marker.default() if callable(marker.default) else marker.default
 
 
+async def configure(hass: HomeAssistant, result: FlowResult, data: dict[str, Any]) -> FlowResult:
+    """Submit the current step of a config flow."""
+    return await hass.config_entries.flow.async_configure(result["flow_id"], data)
+
+
 async def start(hass: HomeAssistant) -> FlowResult:
     """Start a user flow and check its first form."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
@@ -141,9 +146,7 @@ async def test_user_flow_picks_a_listed_model(hass: HomeAssistant, keyed: Script
     result = await start(hass)
     assert suggested(result, CONF_URL) == "http://localhost:11434/v1"
 
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: f"  {keyed.url}  ", CONF_API_KEY: API_KEY}
-    )
+    result = await configure(hass, result, {CONF_URL: f"  {keyed.url}  ", CONF_API_KEY: API_KEY})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "model"
     assert result["errors"] == {}
@@ -157,9 +160,7 @@ async def test_user_flow_picks_a_listed_model(hass: HomeAssistant, keyed: Script
     assert [r.path for r in keyed.requests] == ["/v1/models"]
     assert keyed.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
 
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_MODEL: "keyed-b"}
-    )
+    result = await configure(hass, result, {CONF_MODEL: "keyed-b"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == f"keyed-b ({keyed.url})"
@@ -174,11 +175,9 @@ async def test_user_flow_without_key_stores_no_key(
     hass: HomeAssistant, scripted: ScriptedServer
 ) -> None:
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["step_id"] == "model"
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: MODEL})
+    result = await configure(hass, result, {CONF_MODEL: MODEL})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"] == {CONF_URL: scripted.url, CONF_MODEL: MODEL}
@@ -189,12 +188,8 @@ async def test_user_flow_custom_model_typed_over_the_list(
     hass: HomeAssistant, scripted: ScriptedServer
 ) -> None:
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_MODEL: "  unlisted:7b  "}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
+    result = await configure(hass, result, {CONF_MODEL: "  unlisted:7b  "})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_MODEL] == "unlisted:7b"
@@ -206,18 +201,14 @@ async def test_server_listing_no_models_asks_for_free_text(
 ) -> None:
     scripted.models = []
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "model"
     assert result["errors"] == {"base": "no_models"}
     assert isinstance(field_selector(result, CONF_MODEL), selector.TextSelector)
     assert default(result, CONF_MODEL) == ""
 
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_MODEL: "typed-model"}
-    )
+    result = await configure(hass, result, {CONF_MODEL: "typed-model"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"] == {CONF_URL: scripted.url, CONF_MODEL: "typed-model"}
@@ -228,16 +219,14 @@ async def test_models_endpoint_404_means_free_text(
 ) -> None:
     scripted.models_status = 404
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "model"
     assert result["errors"] == {"base": "no_models"}
     assert isinstance(field_selector(result, CONF_MODEL), selector.TextSelector)
     assert [r.path for r in scripted.requests] == ["/v1/models"]
 
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: MODEL})
+    result = await configure(hass, result, {CONF_MODEL: MODEL})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"] == {CONF_URL: scripted.url, CONF_MODEL: MODEL}
@@ -248,17 +237,15 @@ async def test_empty_model_is_refused(
     hass: HomeAssistant, scripted: ScriptedServer, blank: str
 ) -> None:
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["errors"] == {}
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: blank})
+    result = await configure(hass, result, {CONF_MODEL: blank})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "model"
     assert result["errors"] == {"base": "model_required"}
     assert hass.config_entries.async_entries(DOMAIN) == []
 
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: MODEL})
+    result = await configure(hass, result, {CONF_MODEL: MODEL})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
 
@@ -268,18 +255,16 @@ async def test_empty_model_after_no_models_is_refused(
 ) -> None:
     scripted.models = []
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["errors"] == {"base": "no_models"}
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: ""})
+    result = await configure(hass, result, {CONF_MODEL: ""})
     assert result["errors"] == {"base": "model_required"}
 
 
 async def test_cannot_connect(hass: HomeAssistant, socket_enabled: None) -> None:
     url = closed_port_url()
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_URL: url})
+    result = await configure(hass, result, {CONF_URL: url})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "user"
     assert result["errors"] == {"base": "cannot_connect"}
@@ -318,9 +303,7 @@ async def test_timeout(hass: HomeAssistant, socket_enabled: None) -> None:
 async def test_server_error_is_unknown(hass: HomeAssistant, scripted: ScriptedServer) -> None:
     scripted.models_status = 500
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "user"
     assert result["errors"] == {"base": "unknown"}
@@ -331,9 +314,7 @@ async def test_garbage_listing_is_unknown(hass: HomeAssistant, socket_enabled: N
     await server.start()
     try:
         result = await start(hass)
-        result = await hass.config_entries.flow.async_configure(
-            result["flow_id"], {CONF_URL: server.url}
-        )
+        result = await configure(hass, result, {CONF_URL: server.url})
     finally:
         await server.stop()
     assert result["type"] is FlowResultType.FORM
@@ -350,9 +331,7 @@ async def test_unexpected_exception_is_unknown(
         "custom_components.majordome.config_flow.async_list_models",
         side_effect=RuntimeError("boom"),
     ):
-        result = await hass.config_entries.flow.async_configure(
-            result["flow_id"], {CONF_URL: scripted.url}
-        )
+        result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "unknown"}
 
@@ -360,7 +339,7 @@ async def test_unexpected_exception_is_unknown(
 @pytest.mark.parametrize("url", ["127.0.0.1:11434/v1", "ftp://127.0.0.1/v1", "localhost"])
 async def test_invalid_url(hass: HomeAssistant, scripted: ScriptedServer, url: str) -> None:
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_URL: url})
+    result = await configure(hass, result, {CONF_URL: url})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "user"
     assert result["errors"] == {CONF_URL: "invalid_url"}
@@ -369,24 +348,16 @@ async def test_invalid_url(hass: HomeAssistant, scripted: ScriptedServer, url: s
 
 async def test_recovers_after_an_error(hass: HomeAssistant, keyed: ScriptedServer) -> None:
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: keyed.url, CONF_API_KEY: "sk-wrong"}
-    )
+    result = await configure(hass, result, {CONF_URL: keyed.url, CONF_API_KEY: "sk-wrong"})
     assert result["errors"] == {"base": "invalid_auth"}
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: "no-scheme"}
-    )
+    result = await configure(hass, result, {CONF_URL: "no-scheme"})
     assert result["errors"] == {CONF_URL: "invalid_url"}
 
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: keyed.url, CONF_API_KEY: API_KEY}
-    )
+    result = await configure(hass, result, {CONF_URL: keyed.url, CONF_API_KEY: API_KEY})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "model"
     assert result["errors"] == {}
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_MODEL: "keyed-a"}
-    )
+    result = await configure(hass, result, {CONF_MODEL: "keyed-a"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"] == {CONF_URL: keyed.url, CONF_API_KEY: API_KEY, CONF_MODEL: "keyed-a"}
@@ -402,10 +373,8 @@ async def test_duplicate_url_and_model_aborts(
         unique_id=f"{scripted.url}|{MODEL}",
     ).add_to_hass(hass)
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url + suffix}
-    )
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: MODEL})
+    result = await configure(hass, result, {CONF_URL: scripted.url + suffix})
+    result = await configure(hass, result, {CONF_MODEL: MODEL})
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
     assert len(hass.config_entries.async_entries(DOMAIN)) == 1
@@ -420,12 +389,8 @@ async def test_same_server_other_model_is_a_new_entry(
         unique_id=f"{scripted.url}|{MODEL}",
     ).add_to_hass(hass)
     result = await start(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_MODEL: "other-model"}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
+    result = await configure(hass, result, {CONF_MODEL: "other-model"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert len(hass.config_entries.async_entries(DOMAIN)) == 2
@@ -445,14 +410,10 @@ async def test_reconfigure_changes_server_model_and_key(
     assert result["step_id"] == "reconfigure"
     assert suggested(result, CONF_URL) == scripted.url
 
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: keyed.url, CONF_API_KEY: API_KEY}
-    )
+    result = await configure(hass, result, {CONF_URL: keyed.url, CONF_API_KEY: API_KEY})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "model"
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_MODEL: "keyed-b"}
-    )
+    result = await configure(hass, result, {CONF_MODEL: "keyed-b"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
@@ -475,13 +436,11 @@ async def test_reconfigure_model_defaults_to_current(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
     result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
     assert result["step_id"] == "model"
     # The listing is sorted ("other-model" first), but the current model is proposed.
     assert default(result, CONF_MODEL) == MODEL
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: MODEL})
+    result = await configure(hass, result, {CONF_MODEL: MODEL})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
@@ -492,9 +451,7 @@ async def test_reconfigure_shows_errors(
     hass: HomeAssistant, entry: MockConfigEntry, keyed: ScriptedServer
 ) -> None:
     result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: keyed.url, CONF_API_KEY: "sk-wrong"}
-    )
+    result = await configure(hass, result, {CONF_URL: keyed.url, CONF_API_KEY: "sk-wrong"})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "reconfigure"
     assert result["errors"] == {"base": "invalid_auth"}
@@ -512,12 +469,8 @@ async def test_reconfigure_onto_another_entry_aborts(
     data_before = dict(entry.data)
 
     result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_URL: scripted.url}
-    )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_MODEL: "other-model"}
-    )
+    result = await configure(hass, result, {CONF_URL: scripted.url})
+    result = await configure(hass, result, {CONF_MODEL: "other-model"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
