@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import httpx
 import openai
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 
 from homeassistant.components import conversation
 from homeassistant.helpers import llm
@@ -421,7 +421,7 @@ async def async_stream_completion(
         # ("Invalid diff: now finding less tool calls!"); the same request without
         # streaming goes through another path. Nothing was delivered yet: ask again.
         LOGGER.warning("The server broke its stream (%s); asking again without streaming", err)
-        message = await _async_complete_once(client, kwargs, err)
+        message = await _async_complete_once(client, kwargs, err, stats)
         pending = {
             index: _PendingCall(call.id, call.function.name, call.function.arguments)
             for index, call in enumerate(message.tool_calls or [])
@@ -464,12 +464,16 @@ def _server_error_event(err: BaseException) -> bool:
 
 
 async def _async_complete_once(
-    client: openai.AsyncOpenAI, kwargs: dict[str, Any], first_error: Exception
+    client: openai.AsyncOpenAI, kwargs: dict[str, Any], first_error: Exception, stats: StreamStats
 ) -> ChatCompletionMessage:
     """Ask again without streaming; a failure reports the broken stream."""
     try:
         completion = await client.chat.completions.create(**{**kwargs, "stream": False})
-        message: ChatCompletionMessage = completion.choices[0].message
+        choice = completion.choices[0]
+        stats.finish_reason = choice.finish_reason
+        _record_timings(completion, stats)
+        _mark_first_token(stats)
+        message: ChatCompletionMessage = choice.message
         return message
     except Exception as err:  # noqa: BLE001 - a courtesy retry: report the first failure
         LOGGER.debug("The retry without streaming failed too: %s", err)
@@ -481,8 +485,8 @@ def _mark_first_token(stats: StreamStats) -> None:
         stats.first_token_s = time.monotonic() - stats.started
 
 
-def _record_timings(chunk: ChatCompletionChunk, stats: StreamStats) -> None:
-    """Read llama.cpp's `timings` (an extra field on the last chunk) when present."""
+def _record_timings(chunk: ChatCompletionChunk | ChatCompletion, stats: StreamStats) -> None:
+    """Read llama.cpp's `timings` (an extra field of the last chunk) when present."""
     timings = (chunk.model_extra or {}).get("timings")
     if isinstance(timings, dict):
         stats.cache_n = timings.get("cache_n", stats.cache_n)

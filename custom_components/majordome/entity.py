@@ -404,7 +404,7 @@ class MajordomeEntity(Entity):
                 self.entry.runtime_data.client,
                 model=turn.completion_args["model"],
                 messages=[*turn.messages[:-1], memory.condense_request(user_input.text)],
-                tools=turn.tools,
+                tools=None,  # see memory.py: offered tools, small models answer with a call
                 max_tokens=200,
                 time_limit=MEMORY_TIMEOUT,
                 extra_body=turn.completion_args["extra_body"],
@@ -412,6 +412,7 @@ class MajordomeEntity(Entity):
         except backend.BackendError as err:
             LOGGER.warning("Could not condense the introduction (%s); answering normally", err)
             return None
+        LOGGER.debug("The introduction condensed to %r", text[:300])
         return memory.parse_memory_text(text)
 
     async def _async_maybe_ask_introduction(
@@ -466,7 +467,7 @@ class MajordomeEntity(Entity):
                 self.entry.runtime_data.client,
                 model=turn.completion_args["model"],
                 messages=[*messages, memory.summary_request(store.memory.dynamic)],
-                tools=turn.tools,
+                tools=None,  # see memory.py: offered tools, small models answer with a call
                 max_tokens=200,
                 time_limit=MEMORY_TIMEOUT,
                 extra_body=turn.completion_args["extra_body"],
