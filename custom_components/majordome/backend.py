@@ -185,6 +185,12 @@ class ThinkFilter:
         return "" if self._inside else held
 
 
+def without_think(text: str) -> str:
+    """Return a whole (not streamed) text without its `<think>` blocks."""
+    think = ThinkFilter()
+    return think.feed(text) + think.flush()
+
+
 def _partial_suffix(text: str, tag: str) -> int:
     """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
     for length in range(min(len(tag) - 1, len(text)), 0, -1):
@@ -505,8 +511,8 @@ async def async_side_completion(
 ) -> str:
     """Return the text of a short, non-streamed completion (checks, summaries).
 
-    Callers pass the main turn's messages as the prefix, with the same tools, so a
-    server with one cache slot (llama.cpp) keeps the prefix it will need next.
+    Callers pass the conversation so far as the prefix; with the same tools too when
+    the next turn should find that prefix in a one-slot server's cache (the check).
     """
     kwargs = _request(
         model=model,
@@ -529,5 +535,4 @@ async def async_side_completion(
     if message.tool_calls and not message.content:
         names = ", ".join(call.function.name for call in message.tool_calls)
         raise BackendError(ErrorKind.EMPTY_REPLY, f"answered with a tool call ({names})")
-    text = ThinkFilter()
-    return (text.feed(message.content or "") + text.flush()).strip()
+    return without_think(message.content or "").strip()

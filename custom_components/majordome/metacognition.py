@@ -47,7 +47,7 @@ import unicodedata
 
 import openai
 
-from .backend import BackendError, ErrorKind, async_side_completion
+from .backend import BackendError, ErrorKind, async_side_completion, without_think
 from .const import LOGGER
 
 
@@ -60,7 +60,6 @@ class Reason(StrEnum):
     REPETITION = "repetition"
     FOREIGN_SCRIPT = "foreign_script"
     NOT_ADDRESSED = "not_addressed"
-    INCOHERENT = "incoherent"
     PASSED = "passed"
     CHECK_FAILED = "check_failed"  # stage 2 could not decide: failed open
 
@@ -588,7 +587,6 @@ repeated), or talk not meant for you (people talking to each other, a TV, a song
 Answer with exactly one word, YES or NO, and call no tool.
 Transcription: {utterance}"""
 
-_THINK_BLOCK: Final = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FIRST_WORD: Final = re.compile(r"[^\W\d_]+")
 _YES: Final = frozenset({"yes", "oui"})
 _NO: Final = frozenset({"no", "non"})
@@ -613,7 +611,7 @@ def _fail_open(detail: str) -> Verdict:
 
 def parse_check_answer(content: str | None) -> Verdict:
     """Read the model's answer: its first word must be yes/oui or no/non."""
-    answer = _THINK_BLOCK.sub("", content or "")
+    answer = without_think(content or "")
     word = _FIRST_WORD.search(answer)
     first = word.group().casefold() if word else ""
     if first in _YES:
