@@ -2,6 +2,7 @@
 
     scripts/bench overhead [--turns 50] [--warmup 5] [--extra-areas 13]
     scripts/bench prompt-cache [--commands 12] [--ctx 8192] [--max-tokens 96]
+    scripts/bench voice [--runs 5] [--ttft 0.3] [--token-delay 0.065] [--no-embedded]
 
 `overhead`: time spent inside Majordome and Home Assistant per turn (total turn time
 minus the time waiting on the server), with a scripted server that answers at once
@@ -739,10 +740,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="stage-1 screening over a corpus (--corpus FILE, --scripts Latin,...)",
         add_help=False,
     )
+    sub.add_parser(
+        "voice",
+        help="end of speech -> first audio, HA's pipeline vs the streaming endpoint",
+        add_help=False,
+    )
+    sub.add_parser(
+        "commands",
+        help="household requests on the demo house, judged by the states they leave",
+        add_help=False,
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["commands"]:
+        # Its own options (devtools/bench_commands.py), which imports this module.
+        from devtools import bench_commands
+
+        return bench_commands.main(argv[1:])
     if argv[:1] == ["gate"]:
         # The gate has its own options (devtools/bench_gate.py) and needs no server.
         return bench_gate.main(argv[1:])
+    if argv[:1] == ["voice"]:
+        # Its own options and servers (devtools/bench_voice.py); imported here because
+        # it imports this module's helpers.
+        from devtools import bench_voice
+
+        return bench_voice.main(argv[1:])
     args = parser.parse_args(argv)
 
     logging.basicConfig(

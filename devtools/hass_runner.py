@@ -4,8 +4,9 @@
         ...
 
 It follows homeassistant.bootstrap.async_from_config_dict but sets up only what a
-conversation agent needs, instead of the default integrations (frontend, http,
-cloud, ...), which would open ports, need extra packages or reach the network.
+conversation agent needs, instead of the default integrations (frontend, cloud, ...),
+which would need extra packages or reach the network. HTTP (a dependency of
+conversation) listens on 127.0.0.1 only, on a free port: `hass.http.server_port`.
 
 One instance per event loop: HA's shutdown marks the loop as closing for
 thread-safe callbacks, so run each instance under its own ``asyncio.run``.
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from devtools.ports import free_port
 from homeassistant import bootstrap, config_entries, loader
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.core_config import async_process_ha_core_config
@@ -40,6 +42,7 @@ CORE_CONFIG: dict[str, Any] = {
 }
 
 # "homeassistant" also sets up exposed_entities (what Assist may see).
+# (http comes first, on loopback: conversation depends on it.)
 BASE_INTEGRATIONS = ("homeassistant", "persistent_notification", "intent", "conversation")
 
 
@@ -76,6 +79,10 @@ async def running_home_assistant(
         await loader.async_get_custom_components(hass)
         await bootstrap.async_load_base_functionality(hass)  # registries, restore state
         await async_process_ha_core_config(hass, dict(core_config or CORE_CONFIG))
+        # Otherwise conversation pulls http in with its defaults: 0.0.0.0:8123.
+        http = {"http": {"server_host": "127.0.0.1", "server_port": free_port()}}
+        if not await async_setup_component(hass, "http", http):
+            raise RuntimeError("Home Assistant failed to set up http")
         for domain in BASE_INTEGRATIONS:
             if not await async_setup_component(hass, domain, {}):
                 raise RuntimeError(f"Home Assistant failed to set up {domain}")

@@ -2,13 +2,16 @@
 
 Only YAML-configured core integrations that need no network are used: template
 lights, switches and sensors (modern ``template:`` format), template covers
-(legacy platform: 2025.4 has no modern template cover) and generic_thermostat.
-Each device keeps its state in an ``input_boolean``/``input_number`` helper, so
-acting on it really changes its state. Helpers are not exposed to Assist.
+(legacy platform: 2025.4 has no modern template cover), generic_thermostat and
+universal media players (no children: commands and templates only). Each device
+keeps its state in an ``input_boolean``/``input_number``/``input_select`` helper,
+so acting on it really changes its state. Helpers are not exposed to Assist.
 
-Sizes: "demo" (6 areas, 13 entities, 12 exposed) and "bench" (the demo plus
-generated devices: 8 areas, >= 60 exposed). Both contain ``light.kitchen_light``
-("Kitchen Light", Kitchen, off) and the unexposed ``light.garage_light``.
+Sizes: "demo" (8 areas, 23 entities, 21 exposed: lights, switches, covers, a
+thermostat, sensors, two media players) and "bench" (the first 13 demo devices,
+as the benchmarks were measured, plus generated devices: 8 areas, >= 60 exposed).
+Both contain ``light.kitchen_light`` ("Kitchen Light", Kitchen, off) and the
+unexposed ``light.garage_light``; the demo also hides ``switch.alarme`` (on).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from homeassistant.setup import async_setup_component
 from homeassistant.util import slugify
 
 Size = Literal["demo", "bench"]
-Domain = Literal["light", "switch", "cover", "sensor", "climate"]
+HELPER_DOMAINS = ("input_boolean", "input_number", "input_select")  # where states are kept
+HOUSE_DOMAINS = (*HELPER_DOMAINS, "template", "cover", "climate", "media_player")
+Domain = Literal["light", "switch", "cover", "sensor", "climate", "media_player"]
 ASSISTANT = "conversation"  # the exposure list Assist and LLM APIs read
 
 
@@ -39,7 +44,10 @@ class Area:
 
 @dataclass(frozen=True)
 class Device:
-    """One user-facing entity. ``initial``: on/off, cover position, sensor or target value."""
+    """One user-facing entity.
+
+    ``initial``: on/off, cover position, sensor or target value, media player volume (0-1).
+    """
 
     domain: Domain
     name: str
@@ -47,9 +55,10 @@ class Device:
     initial: float | bool = False
     exposed: bool = True
     dimmable: bool = False  # lights
-    device_class: str | None = None  # sensors: temperature | humidity
+    device_class: str | None = None  # sensors: temperature | humidity; media players: tv | speaker
     heater: str = ""  # climate: entity id of its heater switch
     target_sensor: str = ""  # climate: entity id of its temperature sensor
+    media_state: str = "playing"  # media players: the initial state (one of MEDIA_STATES)
 
     @property
     def object_id(self) -> str:
@@ -84,10 +93,13 @@ GARAGE = Area("Garage", french=True, of="du garage")
 OFFICE = Area("Bureau", frozenset({"Office"}), french=True, of="du bureau")
 HALLWAY = Area("Hallway", frozenset({"Entrée"}))
 
-DEMO_AREAS = (KITCHEN, SALON, BEDROOM, GUEST_ROOM, BATHROOM, GARAGE)
-BENCH_AREAS = (*DEMO_AREAS, OFFICE, HALLWAY)
+DEMO_AREAS = (KITCHEN, SALON, BEDROOM, GUEST_ROOM, BATHROOM, GARAGE, OFFICE, HALLWAY)
+BENCH_AREAS = DEMO_AREAS
 
-DEMO_DEVICES = (
+MEDIA_STATES = ("off", "on", "playing", "paused")  # what a demo media player can be
+
+# The first demo devices: the bench house is built on these (its numbers were measured so).
+_FIRST_DEMO_DEVICES = (
     Device("light", "Kitchen Light", KITCHEN.name, dimmable=True),
     Device("sensor", "Kitchen Temperature", KITCHEN.name, 21.5, device_class="temperature"),
     Device("light", "Lampe du salon", SALON.name, True, dimmable=True),
@@ -109,6 +121,23 @@ DEMO_DEVICES = (
     Device("light", "Garage Light", GARAGE.name, exposed=False),  # for refusal tests
     Device("cover", "Porte du garage", GARAGE.name, 0),
 )
+
+# Added for the commands benchmark (benchmarks/commands.yaml): two more areas, media
+# players, and a second device hidden from Assist.
+_MORE_DEMO_DEVICES = (
+    Device("switch", "Coffee Maker", KITCHEN.name),
+    Device("media_player", "Kitchen Speaker", KITCHEN.name, 0.4, device_class="speaker"),
+    Device("media_player", "Télé du salon", SALON.name, 0.3, device_class="tv"),
+    Device("sensor", "Bedroom Temperature", BEDROOM.name, 18.5, device_class="temperature"),
+    Device("light", "Lampe du bureau", OFFICE.name, True, dimmable=True),
+    Device("cover", "Volet du bureau", OFFICE.name, 100),
+    Device("switch", "Ventilateur du bureau", OFFICE.name),
+    Device("sensor", "Température du bureau", OFFICE.name, 20.5, device_class="temperature"),
+    Device("light", "Hallway Light", HALLWAY.name),
+    Device("switch", "Alarme", HALLWAY.name, True, exposed=False),  # for refusal tests
+)
+
+DEMO_DEVICES = (*_FIRST_DEMO_DEVICES, *_MORE_DEMO_DEVICES)
 
 # Bench filler: the devices each area gets, by role: (domain, initial, device_class),
 # then the name patterns per language ("{a}": English area name, "{of}": French phrase).
@@ -146,8 +175,8 @@ _NAMES = {
 
 
 def _bench_devices() -> tuple[Device, ...]:
-    """Return the demo plus, per area, every role device it lacks and a thermostat."""
-    devices = list(DEMO_DEVICES)
+    """Return the first demo devices plus, per area, every role device it lacks and a thermostat."""
+    devices = list(_FIRST_DEMO_DEVICES)
     for area in BENCH_AREAS:
         names = _NAMES["fr" if area.french else "en"]
 
@@ -217,6 +246,8 @@ def house_config(size: Size) -> dict[str, Any]:
     template: dict[str, list[dict[str, Any]]] = {"light": [], "switch": [], "sensor": []}
     covers: dict[str, Any] = {}
     thermostats: list[dict[str, Any]] = []
+    selects: dict[str, Any] = {}
+    players: list[dict[str, Any]] = []
 
     seen: set[str] = set()
     for dev in devices:
@@ -266,6 +297,18 @@ def house_config(size: Size) -> dict[str, Any]:
                 "close_cover": _set_number(dev, 0),
                 "set_cover_position": _set_number(dev, "{{ position }}"),
             }
+        elif dev.domain == "media_player":
+            if dev.media_state not in MEDIA_STATES:
+                raise ValueError(f"{dev.name}: media_state must be one of {MEDIA_STATES}")
+            selects[oid] = {**helper, "options": list(MEDIA_STATES), "initial": dev.media_state}
+            numbers[oid] = {
+                "name": f"{dev.name} (volume)",
+                "min": 0,
+                "max": 1,
+                "step": 0.01,
+                "initial": dev.initial,
+            }
+            players.append(_media_player(dev))
         else:  # climate
             thermostats.append(
                 {
@@ -282,12 +325,44 @@ def house_config(size: Size) -> dict[str, Any]:
                 }
             )
 
-    return {
+    config: dict[str, Any] = {
         "input_boolean": booleans,
         "input_number": numbers,
         "template": [{k: v for k, v in template.items() if v}],
         "cover": [{"platform": "template", "covers": covers}],
         "climate": thermostats,
+    }
+    if players:  # only then: the bench house sets up exactly what it did before
+        config["input_select"] = selects
+        config["media_player"] = players
+    return config
+
+
+def _media_player(dev: Device) -> dict[str, Any]:
+    """A universal media player without children: its state is an input_select."""
+    oid = dev.object_id
+
+    def select(option: str) -> dict[str, Any]:
+        return {
+            "action": "input_select.select_option",
+            "target": {"entity_id": f"input_select.{oid}"},
+            "data": {"option": option},
+        }
+
+    return {
+        "platform": "universal",
+        "name": dev.name,
+        "unique_id": f"majordome_dev_{oid}",
+        "device_class": dev.device_class,
+        "commands": {
+            "turn_on": select("on"),
+            "turn_off": select("off"),
+            "media_play": select("playing"),
+            "media_pause": select("paused"),
+            "volume_set": _set_number(dev, "{{ volume_level }}"),
+        },
+        # Not a state_template: universal renders templates at HA start, long gone here.
+        "attributes": {"state": f"input_select.{oid}", "volume_level": f"input_number.{oid}"},
     }
 
 
@@ -295,8 +370,10 @@ async def async_setup_house(hass: HomeAssistant, size: Size = "demo") -> House:
     """Set up the house in a running hass: entities, areas and Assist exposure."""
     areas, devices = house_devices(size)
     config = house_config(size)
-    # Helpers first: the templates and thermostats read them when they start.
-    for domain in ("input_boolean", "input_number", "template", "cover", "climate"):
+    # Helpers first: the templates, thermostats and media players read them when they start.
+    for domain in HOUSE_DOMAINS:
+        if domain not in config:  # input_select and media_player: only with media players
+            continue
         if not await async_setup_component(hass, domain, config):
             raise RuntimeError(f"house: setup of {domain} failed")
     await hass.async_block_till_done()
@@ -316,8 +393,8 @@ async def async_setup_house(hass: HomeAssistant, size: Size = "demo") -> House:
         entity_reg.async_update_entity(dev.entity_id, area_id=area_ids[dev.area])
         async_expose_entity(hass, ASSISTANT, dev.entity_id, dev.exposed)
     # Helpers are implementation details; several are exposed by default.
-    for domain in ("input_boolean", "input_number"):
-        for object_id in config[domain]:
+    for domain in HELPER_DOMAINS:
+        for object_id in config.get(domain, {}):
             async_expose_entity(hass, ASSISTANT, f"{domain}.{object_id}", False)
     await hass.async_block_till_done()
 

@@ -71,7 +71,9 @@ def _wait_healthy(base_url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Start the server, announce it, and block until a stop signal arrives."""
     args = _parse_args(argv)
-    parent = os.getppid()
+    # The pid our parent had when it started us (devtools.child_process sets it):
+    # if it died before now, os.getppid() is already our new parent's.
+    parent = int(os.environ.get("MAJORDOME_PARENT_PID") or os.getppid())
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

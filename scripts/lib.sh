@@ -36,3 +36,13 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements_test.txt" >&2
     echo "$want" > "$stamp"
 }
+
+# Serialise the setup scripts per cache: two test runs starting at once must not
+# install into the same venv together. Without flock(1), run unlocked.
+lock_cache() {
+    local cache="$1" name="$2"
+    mkdir -p "$cache"
+    command -v flock >/dev/null || return 0
+    exec 9>"$cache/.$name.lock"
+    flock 9
+}

@@ -1,19 +1,27 @@
-"""Fixtures: a scripted OpenAI-compatible server on loopback and a Majordome entry on it."""
+"""Fixtures: a scripted OpenAI-compatible server on loopback and a Majordome entry on it.
+
+Also the real Wyoming speech servers (piper, faster-whisper): started once for the
+whole run, and only when a test asks for them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+import pytest_socket
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import DOMAIN
 from devtools.scripted_server import ScriptedServer
+from devtools.voice_servers import PiperServer, WhisperServer, spoken_command
 from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
+
+from .pipeline_helpers import SPOKEN_COMMAND
 
 MODEL = "scripted-model"
 
@@ -55,3 +63,31 @@ async def entry(
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     await hass.async_block_till_done()
     return config_entry
+
+
+# --- the real speech servers, once per run ---------------------------------------------
+# A session fixture is set up inside the first test that asks for it, before that test's
+# socket_enabled lifts pytest-socket's guard: the readiness probe needs loopback now.
+
+
+@pytest.fixture(scope="session")
+def piper_server() -> Iterator[PiperServer]:
+    """wyoming-piper on 127.0.0.1, warmed up."""
+    pytest_socket.enable_socket()
+    with PiperServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def whisper_server() -> Iterator[WhisperServer]:
+    """wyoming-faster-whisper on 127.0.0.1, warmed up."""
+    pytest_socket.enable_socket()
+    with WhisperServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def spoken_kitchen_command(piper_server: PiperServer) -> bytes:
+    """SPOKEN_COMMAND said by piper: 16 kHz mono s16le, then 1 s of silence."""
+    pytest_socket.enable_socket()  # piper may already be up: this runs after the guard too
+    return spoken_command(piper_server, SPOKEN_COMMAND)

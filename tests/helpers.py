@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import json
 from typing import Any
 
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.auth.models import User
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
@@ -47,3 +50,19 @@ def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
 def tool_results(request: dict[str, Any]) -> list[Any]:
     """The tool results a recorded request sent back to the model, decoded."""
     return [json.loads(message["content"]) for message in tool_messages(request)]
+
+
+def user_messages(request: dict[str, Any]) -> list[str]:
+    """What the user said in a recorded request, in order."""
+    return [str(m["content"]) for m in request["messages"] if m["role"] == "user"]
+
+
+@asynccontextmanager
+async def running_wyoming(**settings: Any) -> AsyncIterator[ScriptedWyoming]:
+    """A scripted Wyoming server on loopback (STT and TTS unless told), stopped after."""
+    server = ScriptedWyoming(**settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -16,15 +16,17 @@ from .memory import MemoryStore
 from .models import MajordomeConfigEntry, MajordomeData
 from .services import async_register_services
 from .tools import MajordomeAPI
+from .voice.endpoint import VoiceView
 
 PLATFORMS = [Platform.CONVERSATION]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register Majordome's tools as an LLM API, once, for every agent to use."""
+    """Register, once: the tools as an LLM API for every agent, services, the voice endpoint."""
     llm.async_register_api(hass, MajordomeAPI(hass))
     async_register_services(hass)
+    hass.http.register_view(VoiceView())
     return True
 
 

@@ -38,8 +38,11 @@ from .const import (
     CONF_SCREEN_LLM,
     CONF_SCREEN_TYPED,
     CONF_SCREEN_VOICE,
+    CONF_STT_SERVER,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
+    CONF_TTS_SERVER,
+    CONF_TTS_VOICE,
     CONNECT_TIMEOUT,
     DEFAULT_ALLOWED_SCRIPTS,
     DEFAULT_MAX_HISTORY,
@@ -58,6 +61,7 @@ from .const import (
 from .memory import Memory, MemoryStore, Onboarding
 from .metacognition import SCRIPTS
 from .prompt import default_instructions
+from .voice.wyoming_client import ServerAddress, SpeechError, async_describe, installed_voices
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     CONF_LLM_HASS_API: LLM_API_ASSIST,
@@ -259,8 +263,40 @@ OPTIONS_SCHEMA = vol.Schema(
                 translation_key=CONF_ALLOWED_SCRIPTS,
             )
         ),
+        vol.Optional(CONF_STT_SERVER): selector.TextSelector(),
+        vol.Optional(CONF_TTS_SERVER): selector.TextSelector(),
+        vol.Optional(CONF_TTS_VOICE): selector.TextSelector(),
     }
 )
+
+
+async def async_check_voice(options: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Ask each Wyoming server what it offers; return (form errors, their placeholders)."""
+    errors: dict[str, str] = {}
+    placeholders = {"voices": ""}
+    for key, offers, missing in (
+        (CONF_STT_SERVER, "asr", "not_asr"),
+        (CONF_TTS_SERVER, "tts", "not_tts"),
+    ):
+        if not (text := (options.get(key) or "").strip()):
+            continue
+        try:
+            info = await async_describe(ServerAddress.parse(text))
+        except ValueError:
+            errors[key] = "invalid_address"
+            continue
+        except SpeechError as err:
+            LOGGER.debug("Describe failed for %s: %s", text, err)
+            errors[key] = "speech_cannot_connect"
+            continue
+        if not getattr(info, offers):
+            errors[key] = missing
+        elif key == CONF_TTS_SERVER and (voice := (options.get(CONF_TTS_VOICE) or "").strip()):
+            voices = installed_voices(info)
+            if voice not in voices:
+                errors[CONF_TTS_VOICE] = "voice_not_found"
+                placeholders["voices"] = ", ".join(voices[:20]) or "-"
+    return errors, placeholders
 
 
 class MajordomeOptionsFlow(OptionsFlow):
@@ -270,7 +306,15 @@ class MajordomeOptionsFlow(OptionsFlow):
         """Show and save the options."""
         default_prompt = default_instructions(self.hass.config.language)
         memory = Memory.from_data(self.config_entry.data.get(MEMORY_KEY))
+        errors: dict[str, str] = {}
+        placeholders = {"voices": ""}
         if user_input is not None:
+            # Addresses and the voice are saved as checked: trimmed, and absent when blank.
+            for key in (CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE):
+                if value := str(user_input.pop(key, None) or "").strip():
+                    user_input[key] = value
+            errors, placeholders = await async_check_voice(user_input)
+        if user_input is not None and not errors:
             options = dict(user_input)
             prompt = (options.get(CONF_PROMPT) or "").strip()
             # The untouched default is not stored: it then follows each
@@ -288,7 +332,11 @@ class MajordomeOptionsFlow(OptionsFlow):
         suggested = {**DEFAULT_OPTIONS, **self.config_entry.options}
         suggested[CONF_PROMPT] = suggested.get(CONF_PROMPT) or default_prompt
         suggested[CONF_PROFILE] = memory.profile
+        if user_input is not None:
+            suggested = user_input  # shown again with the errors, as typed
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, suggested),
+            errors=errors,
+            description_placeholders=placeholders,
         )

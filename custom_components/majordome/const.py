@@ -57,3 +57,9 @@ CONF_ALLOWED_SCRIPTS: Final = "allowed_scripts"
 DEFAULT_ALLOWED_SCRIPTS: Final = ["Latin"]
 SCREEN_TIMEOUT: Final = 5.0  # stage 2 fails open after this
 EVENT_UTTERANCE_IGNORED: Final = "majordome_utterance_ignored"
+
+# Voice: Wyoming servers for the streaming voice endpoint ("host:port"; empty: off)
+CONF_STT_SERVER: Final = "stt_server"
+CONF_TTS_SERVER: Final = "tts_server"
+CONF_TTS_VOICE: Final = "tts_voice"  # empty: the server's default voice
+VOICE_URL: Final = "/api/majordome/voice"

@@ -47,7 +47,7 @@ from .const import (
     MEMORY_TIMEOUT,
     SCREEN_TIMEOUT,
 )
-from .models import MajordomeConfigEntry, TurnTrace
+from .models import SPOKEN_INPUT, MajordomeConfigEntry, TurnTrace
 
 # LLMContext lost `user_prompt` in 2025.7: build it from the fields this version has.
 _LLM_CONTEXT_FIELDS = {f.name for f in dataclasses.fields(llm.LLMContext)}
@@ -309,8 +309,8 @@ class MajordomeEntity(Entity):
     # --- Metacognition ------------------------------------------------------------
 
     def _screening_applies(self, user_input: conversation.ConversationInput) -> bool:
-        """Voice input (from a satellite) is screened by default; typed text opts in."""
-        from_voice = user_input.device_id is not None
+        """Voice input (a satellite, the voice endpoint) is screened by default; typed opts in."""
+        from_voice = user_input.device_id is not None or SPOKEN_INPUT.get()
         option = CONF_SCREEN_VOICE if from_voice else CONF_SCREEN_TYPED
         return bool(self.entry.options.get(option, from_voice))
 
@@ -370,6 +370,12 @@ class MajordomeEntity(Entity):
             "Ignoring %r: %s (stage %d)", user_input.text[:200], verdict.reason, verdict.stage
         )
         self.entry.runtime_data.ignored[str(verdict.reason)] += 1
+        # The chat log got the utterance on its way in. Whoever opened the log (a
+        # plain converse, HA's pipeline, the voice endpoint), an ignored one leaves
+        # no trace in the history.
+        last = chat_log.content[-1]
+        if isinstance(last, conversation.UserContent) and last.content == user_input.text:
+            chat_log.content.pop()
         self.hass.bus.async_fire(
             EVENT_UTTERANCE_IGNORED,
             {

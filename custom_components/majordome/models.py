@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 import time
 from typing import Any
@@ -13,6 +14,10 @@ from homeassistant.config_entries import ConfigEntry
 
 from .backend import StreamStats
 from .memory import MemoryStore
+
+# Set by the voice endpoint around a turn: the text came from speech-to-text, so it
+# is screened like a satellite's (Home Assistant 2025.4 gives agents no such flag).
+SPOKEN_INPUT: ContextVar[bool] = ContextVar("majordome_spoken_input", default=False)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Voice: sentence streaming, Wyoming STT/TTS clients, the streaming endpoint."""

@@ -1,0 +1,758 @@
+"""The scoreboard: household requests on the demo house, judged by what they did.
+
+    scripts/bench commands [--suite FILE] [--language en|fr] [--limit N] [--timeout S]
+                           [--url URL [--model NAME] [--api-key KEY]] [--ctx 8192]
+
+Each case of the suite is one sentence sent to Majordome in a fresh conversation, on
+the demo house (devtools/house.py) put back in its initial states first, so cases are
+independent. One uncounted "Hello" turn comes first: the server reads the prompt cold
+outside any case's timeout. By default the model is the embedded llama.cpp server;
+`--url` runs the suite against any other OpenAI-compatible server instead (`--model`:
+the first one the server lists when not given; `--api-key` or $OPENAI_API_KEY when it
+needs a key).
+
+Suite format (YAML): a list of cases, each with
+
+    say: "Turn on the kitchen light"     # the sentence
+    language: en                         # en | fr
+    expect_states:                       # the states after the turn ...
+      light.kitchen_light: "on"
+    expect_in_answer: ["21.5", "21,5"]   # ... or: any one of these in the reply
+
+and nothing else. `expect_in_answer` is case-insensitive. Two optional extensions:
+
+- in `expect_states`, a value may be a mapping instead of a state: `state` (optional)
+  and attributes, numbers compared within 2 %: `brightness` (0-255) or `brightness_pct`
+  (0-100) for lights, `current_position` for covers, `temperature` (the target) for
+  thermostats, `volume_level` (0-1) for media players. `expect_states: {}` says that
+  nothing may change (a request that must be refused).
+- `expect_in_answer` strings may hold placeholders, filled from Home Assistant's clock
+  when the turn starts or ends (either passes): {year}, {month_en}, {month_fr}, {day},
+  {weekday_en}, {weekday_fr}, {tomorrow_weekday_en}, {tomorrow_weekday_fr}, {hour}
+  (0-23), {hour02} (00-23), {hour12} (1-12) and {minute02} (00-59).
+
+A case passes when its expectations hold, the turn did not fail (a server error
+refuses nothing), and no other device of the house changed: turning on every light
+is not "turn on the kitchen light", and a question changes nothing. (A thermostat's
+heater switch may follow its thermostat.)
+
+Per case: a PASS/FAIL row on stdout; the reply, the state changes and what failed on
+stderr. The last line of stdout is {"bench": "commands", "passed": P, "total": T}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+import difflib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+import re
+import sys
+import time
+from typing import Any
+
+import openai
+import yaml
+
+from custom_components.majordome.config_flow import DEFAULT_OPTIONS
+from custom_components.majordome.const import (
+    CONF_MEMORY_EVERY,
+    CONF_TEMPERATURE,
+    CONF_TIMEOUT,
+    DOMAIN,
+)
+from custom_components.majordome.memory import Memory
+from custom_components.majordome.models import MajordomeConfigEntry
+from devtools.hass_runner import running_home_assistant
+from devtools.house import HELPER_DOMAINS, Device, Size, async_setup_house, house_devices
+from homeassistant.components import conversation
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
+from homeassistant.core import Context, HomeAssistant, State
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.util import dt as dt_util
+
+LOG = logging.getLogger("devtools.bench_commands")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SUITE = REPO_ROOT / "benchmarks" / "commands.yaml"
+HOUSE: Size = "demo"
+LANGUAGES = ("en", "fr")
+CASE_KEYS = frozenset({"say", "language", "expect_states", "expect_in_answer"})
+DEFAULT_TIMEOUT_S = 180.0
+WARMUP_TIMEOUT_S = 600.0  # the first prompt, read cold
+RELATIVE_TOLERANCE = 0.02  # numbers in expect_states: within 2 % (of at least 1)
+
+# What a turn can change besides the state, per domain; compared and shown in diffs.
+TRACKED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "light": ("brightness",),
+    "cover": ("current_position",),
+    "climate": ("temperature",),
+    "media_player": ("volume_level",),
+}
+DERIVED_ATTRIBUTES: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {
+    "light": {
+        "brightness_pct": lambda a: (
+            None if a.get("brightness") is None else round(a["brightness"] * 100 / 255)
+        )
+    },
+}
+
+# --- Placeholders in expect_in_answer -------------------------------------------------
+
+_WEEKDAYS = {
+    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    "fr": ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"),
+}
+_MONTHS = {
+    "en": ("January", "February", "March", "April", "May", "June", "July",
+           "August", "September", "October", "November", "December"),
+    "fr": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet",
+           "août", "septembre", "octobre", "novembre", "décembre"),
+}  # fmt: skip
+PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
+
+
+def placeholder_values(moment: datetime) -> dict[str, str]:
+    """The values of the placeholders at a moment (Home Assistant's local time)."""
+    tomorrow = moment + timedelta(days=1)
+    return {
+        "year": str(moment.year),
+        "month_en": _MONTHS["en"][moment.month - 1],
+        "month_fr": _MONTHS["fr"][moment.month - 1],
+        "day": str(moment.day),
+        "weekday_en": _WEEKDAYS["en"][moment.weekday()],
+        "weekday_fr": _WEEKDAYS["fr"][moment.weekday()],
+        "tomorrow_weekday_en": _WEEKDAYS["en"][tomorrow.weekday()],
+        "tomorrow_weekday_fr": _WEEKDAYS["fr"][tomorrow.weekday()],
+        "hour": str(moment.hour),
+        "hour02": f"{moment.hour:02d}",
+        "hour12": str(moment.hour % 12 or 12),
+        "minute02": f"{moment.minute:02d}",
+    }
+
+
+PLACEHOLDERS = frozenset(placeholder_values(datetime(2000, 1, 1)))
+
+
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """Replace the known placeholders of `text`; anything else stays as written."""
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+# --- The suite ------------------------------------------------------------------------
+
+
+class SuiteError(ValueError):
+    """The suite file is not a valid list of cases; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What one entity must be after the turn."""
+
+    entity_id: str
+    state: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        """As written in the suite, shortened."""
+        parts = [] if self.state is None else [repr(self.state)]
+        parts.extend(f"{name}={value}" for name, value in self.attributes)
+        return f"{self.entity_id}: {', '.join(parts)}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request of the suite."""
+
+    number: int  # 1-based position in the file
+    say: str
+    language: str
+    expect_states: tuple[Expectation, ...] | None = None
+    expect_in_answer: tuple[str, ...] | None = None
+
+
+def load_suite(path: Path, devices: Sequence[Device] | None = None) -> list[Case]:
+    """Read and validate a suite file; raise SuiteError listing every problem.
+
+    BaseLoader keeps every scalar a string: unquoted `on`, `off` or `21` stay what they
+    say instead of becoming booleans and numbers.
+    """
+    if devices is None:
+        devices = house_devices(HOUSE)[1]
+    try:
+        with path.open(encoding="utf-8") as file:
+            data = yaml.load(file, Loader=yaml.BaseLoader)
+    except OSError as err:
+        raise SuiteError(f"{path}: cannot read: {err}") from err
+    except yaml.YAMLError as err:
+        raise SuiteError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, list) or not data:
+        raise SuiteError(f"{path}: expected a non-empty YAML list of cases")
+    by_id = {dev.entity_id: dev for dev in devices}
+    cases: list[Case] = []
+    problems: list[str] = []
+    for number, raw in enumerate(data, start=1):
+        case_problems: list[str] = []
+        case = _parse_case(number, raw, by_id, case_problems)
+        if case_problems:
+            label = f"case {number}"
+            if isinstance(raw, dict) and isinstance(raw.get("say"), str):
+                label += f" ({raw['say'][:50]!r})"
+            problems.extend(f"{path}: {label}: {problem}" for problem in case_problems)
+        elif case is not None:
+            cases.append(case)
+    if problems:
+        raise SuiteError("\n".join(problems))
+    return cases
+
+
+def _parse_case(
+    number: int, raw: Any, devices: Mapping[str, Device], problems: list[str]
+) -> Case | None:
+    if not isinstance(raw, dict):
+        problems.append("expected a mapping with `say`, `language` and one expectation")
+        return None
+    if unknown := sorted(set(raw) - CASE_KEYS):
+        problems.append(f"unknown key(s) {unknown}; a case has {sorted(CASE_KEYS)}")
+    say = raw.get("say")
+    if not isinstance(say, str) or not say.strip():
+        problems.append("missing `say` (the sentence)")
+    language = raw.get("language")
+    if language not in LANGUAGES:
+        problems.append(f"`language` must be one of {list(LANGUAGES)}, not {language!r}")
+    has_states, has_answer = "expect_states" in raw, "expect_in_answer" in raw
+    if has_states == has_answer:
+        problems.append(
+            "needs exactly one of `expect_states` and `expect_in_answer`"
+            + (" (has both)" if has_states else " (has neither)")
+        )
+    states = _parse_states(raw["expect_states"], devices, problems) if has_states else None
+    answer = _parse_answer(raw["expect_in_answer"], problems) if has_answer else None
+    if problems:
+        return None
+    assert isinstance(say, str)
+    assert isinstance(language, str)
+    return Case(number, say.strip(), language, states, answer)
+
+
+def _parse_states(
+    raw: Any, devices: Mapping[str, Device], problems: list[str]
+) -> tuple[Expectation, ...]:
+    if raw == "" or raw is None:
+        raw = {}  # `expect_states:` with nothing after it, as `{}`
+    if not isinstance(raw, dict):
+        problems.append("`expect_states` must map entity ids to states")
+        return ()
+    expectations = []
+    for entity_id, value in raw.items():
+        device = devices.get(entity_id)
+        if device is None:
+            close = difflib.get_close_matches(entity_id, list(devices), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            problems.append(f"`expect_states`: {entity_id!r} is not in the {HOUSE} house{hint}")
+            continue
+        if isinstance(value, str):
+            expectations.append(Expectation(entity_id, value))
+            continue
+        if not isinstance(value, dict) or not value:
+            problems.append(
+                f"`expect_states`: {entity_id}: expected a state or a mapping of "
+                f"`state` and attributes, got {value!r}"
+            )
+            continue
+        known = {
+            *TRACKED_ATTRIBUTES.get(device.domain, ()),
+            *DERIVED_ATTRIBUTES.get(device.domain, {}),
+        }
+        attributes = []
+        for name, expected in value.items():
+            if name == "state":
+                continue
+            if name not in known:
+                problems.append(
+                    f"`expect_states`: {entity_id}: unknown attribute {name!r}"
+                    f" (known for {device.domain}: {sorted(known) or 'none'})"
+                )
+            elif not isinstance(expected, str) or _number(expected) is None:
+                problems.append(f"`expect_states`: {entity_id}: {name} must be a number")
+            else:
+                attributes.append((name, expected))
+        state = value.get("state")
+        if state is not None and not isinstance(state, str):
+            problems.append(f"`expect_states`: {entity_id}: `state` must be a string")
+            continue
+        expectations.append(Expectation(entity_id, state, tuple(attributes)))
+    return tuple(expectations)
+
+
+def _parse_answer(raw: Any, problems: list[str]) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        problems.append("`expect_in_answer` must be a non-empty list of strings")
+        return ()
+    answers = []
+    for item in raw:
+        if not isinstance(item, str) or not item.strip():
+            problems.append(f"`expect_in_answer`: {item!r} is not a non-empty string")
+            continue
+        for name in PLACEHOLDER.findall(item):
+            if name not in PLACEHOLDERS:
+                problems.append(
+                    f"`expect_in_answer`: unknown placeholder {{{name}}} in {item!r}"
+                    f" (known: {', '.join(sorted(PLACEHOLDERS))})"
+                )
+        answers.append(item)
+    return tuple(answers)
+
+
+def _number(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+# --- The house: what it is, what changed, back to the start ---------------------------
+
+DeviceState = dict[str, Any]  # {"state": ..., tracked and derived attributes ...}
+
+
+def device_state(state: State | None, domain: str) -> DeviceState:
+    """The part of an entity's state the bench compares."""
+    if state is None:
+        return {"state": None}
+    result: DeviceState = {"state": state.state}
+    attributes = dict(state.attributes)
+    for name in TRACKED_ATTRIBUTES.get(domain, ()):
+        result[name] = attributes.get(name)
+    for name, derive in DERIVED_ATTRIBUTES.get(domain, {}).items():
+        result[name] = derive(attributes)
+    return result
+
+
+def house_snapshot(hass: HomeAssistant, devices: Sequence[Device]) -> dict[str, DeviceState]:
+    """Every device of the house, as the bench compares it."""
+    return {
+        dev.entity_id: device_state(hass.states.get(dev.entity_id), dev.domain) for dev in devices
+    }
+
+
+def changes(before: Mapping[str, DeviceState], after: Mapping[str, DeviceState]) -> dict[str, str]:
+    """entity_id -> "off -> on, brightness None -> 255" for every device that changed."""
+    result = {}
+    for entity_id, old in before.items():
+        new = after.get(entity_id, {})
+        parts = []
+        for key in old:
+            if key in DERIVED_ATTRIBUTES.get(entity_id.split(".")[0], {}):
+                continue  # shown through the attribute it derives from
+            if old.get(key) != new.get(key):
+                label = "" if key == "state" else f"{key} "
+                parts.append(f"{label}{old.get(key)} -> {new.get(key)}")
+        if parts:
+            result[entity_id] = ", ".join(parts)
+    return result
+
+
+class HouseReset:
+    """Put the house back in the states it had when this was created.
+
+    Devices keep their states in helpers, so the helpers are restored; thermostats
+    first, since setting one may switch its heater, which the helpers then put back.
+    """
+
+    def __init__(self, hass: HomeAssistant, devices: Sequence[Device]) -> None:
+        """Remember the helpers, the thermostats and what the devices look like."""
+        self.hass = hass
+        self.devices = tuple(devices)
+        self.saved = {
+            state.entity_id: state for state in hass.states.async_all([*HELPER_DOMAINS, "climate"])
+        }
+        self.initial = house_snapshot(hass, devices)
+
+    async def async_reset(self) -> None:
+        """Restore what changed; raise RuntimeError if the house did not come back."""
+        ordered = sorted(self.saved.values(), key=lambda s: s.domain != "climate")
+        for old in ordered:
+            new = self.hass.states.get(old.entity_id)
+            if new is not None and new.state == old.state and new.attributes == old.attributes:
+                continue
+            await self._async_restore(old)
+        await self.hass.async_block_till_done()
+        if diff := changes(self.initial, house_snapshot(self.hass, self.devices)):
+            raise RuntimeError(f"the house did not come back to its initial states: {diff}")
+
+    async def _async_restore(self, old: State) -> None:
+        target = {"entity_id": old.entity_id}
+        call = self.hass.services.async_call
+        if old.domain == "input_boolean":
+            await call(
+                old.domain, "turn_on" if old.state == "on" else "turn_off", target, blocking=True
+            )
+        elif old.domain == "input_number":
+            await call(
+                old.domain, "set_value", {**target, "value": float(old.state)}, blocking=True
+            )
+        elif old.domain == "input_select":
+            await call(old.domain, "select_option", {**target, "option": old.state}, blocking=True)
+        else:  # climate
+            await call(
+                old.domain, "set_hvac_mode", {**target, "hvac_mode": old.state}, blocking=True
+            )
+            await call(
+                old.domain,
+                "set_temperature",
+                {**target, "temperature": old.attributes.get("temperature")},
+                blocking=True,
+            )
+
+
+# --- Judging a case -------------------------------------------------------------------
+
+
+def _same(actual: Any, expected: str) -> bool:
+    """A state or attribute against the suite's string: numbers within 2 %, else text."""
+    wanted = _number(expected)
+    got = _number(actual)
+    if wanted is not None and got is not None:
+        return abs(got - wanted) <= RELATIVE_TOLERANCE * max(abs(wanted), 1.0)
+    return str(actual).strip().casefold() == expected.strip().casefold()
+
+
+def judge(
+    case: Case,
+    devices: Sequence[Device],
+    before: Mapping[str, DeviceState],
+    after: Mapping[str, DeviceState],
+    *,
+    reply: str,
+    moments: Sequence[datetime],
+    error: str | None = None,
+) -> list[str]:
+    """Return why the case failed; an empty list when it passed."""
+    problems = []
+    if error:
+        problems.append(f"the turn failed: {error}")
+    expected_ids = set()
+    for expectation in case.expect_states or ():
+        expected_ids.add(expectation.entity_id)
+        now = after.get(expectation.entity_id, {"state": None})
+        if expectation.state is not None and not _same(now.get("state"), expectation.state):
+            problems.append(
+                f"{expectation.entity_id} is {now.get('state')!r}, expected {expectation.state!r}"
+            )
+        for name, value in expectation.attributes:
+            if not _same(now.get(name), value):
+                problems.append(
+                    f"{expectation.entity_id} {name} is {now.get(name)!r}, expected {value}"
+                )
+    if case.expect_in_answer is not None:
+        folded = reply.casefold()
+        candidates = {
+            fill(item, placeholder_values(moment))
+            for moment in moments
+            for item in case.expect_in_answer
+        }
+        if not any(candidate.casefold() in folded for candidate in candidates):
+            problems.append(f"the reply holds none of {sorted(candidates)}")
+    diff = changes(before, after)
+    thermostats = {dev.entity_id: dev.heater for dev in devices if dev.domain == "climate"}
+    excused = {heater for thermostat, heater in thermostats.items() if thermostat in diff}
+    for entity_id, change in diff.items():
+        if entity_id not in expected_ids and entity_id not in excused:
+            problems.append(f"unexpected change: {entity_id} {change}")
+    return problems
+
+
+# --- Running cases --------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    """What one case did."""
+
+    case: Case
+    reply: str
+    changes: dict[str, str]
+    problems: list[str]
+    seconds: float
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether every expectation held and nothing else changed."""
+        return not self.problems
+
+
+def _report(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class CommandsRunner:
+    """Runs cases on a house that async_setup_house built, with one Majordome entry."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: MajordomeConfigEntry,
+        devices: Sequence[Device],
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        """Remember the house's initial states and the entry's memory as they are now."""
+        self.hass = hass
+        self.entry = entry
+        self.devices = tuple(devices)
+        self.timeout_s = timeout_s
+        self.reset = HouseReset(hass, devices)
+        self.memory: Memory = entry.runtime_data.memory.memory
+
+    async def async_run(
+        self, cases: Sequence[Case], report: Callable[[str], None] = _report
+    ) -> list[CaseResult]:
+        """Run the cases one after the other; report each on stderr and as a row on stdout."""
+        results = []
+        for index, case in enumerate(cases, start=1):
+            report(f"[{index}/{len(cases)}] {case.language} {case.say!r}")
+            result = await self.async_run_case(case)
+            results.append(result)
+            report(f"  reply: {result.reply!r}")
+            report(
+                "  changes: " + ("; ".join(f"{k} {v}" for k, v in result.changes.items()) or "none")
+            )
+            for problem in result.problems:
+                report(f"  FAIL: {problem}")
+            print(
+                f"{'PASS' if result.passed else 'FAIL':<5} {case.language}  "
+                f"{result.seconds:6.1f}s  {case.say}",
+                flush=True,
+            )
+        return results
+
+    async def async_warm_up(self, say: str = "Hello", timeout_s: float = WARMUP_TIMEOUT_S) -> None:
+        """One uncounted turn: the server reads the system prompt and tools cold once.
+
+        Without it the first case alone pays for that (minutes on a small CPU), and
+        its timeout would not mean what the others' do.
+        """
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(max(timeout_s, self.timeout_s)):
+                await conversation.async_converse(
+                    self.hass, say, None, Context(), language="en", agent_id=self.entry.entry_id
+                )
+        except TimeoutError:
+            _report(f"warm-up: no answer within {max(timeout_s, self.timeout_s):g} s")
+        else:
+            _report(f"warm-up turn (not counted): {time.monotonic() - started:.1f} s")
+
+    async def async_run_case(self, case: Case) -> CaseResult:
+        """One case: reset the house and memory, one turn in a new conversation, judge."""
+        await self.reset.async_reset()
+        store = self.entry.runtime_data.memory
+        if store.memory != self.memory:  # a `remember` call of an earlier case
+            store.update(**asdict(self.memory))
+        before = house_snapshot(self.hass, self.devices)
+        moments = [dt_util.now()]
+        started = time.monotonic()
+        reply, error = "", None
+        self.entry.runtime_data.last_turn = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await conversation.async_converse(
+                    self.hass, case.say, None, Context(),
+                    language=case.language, agent_id=self.entry.entry_id,
+                )  # fmt: skip
+            reply = str(result.response.speech.get("plain", {}).get("speech", ""))
+            trace = self.entry.runtime_data.last_turn
+            error = trace.error if trace is not None else None
+        except TimeoutError:
+            error = f"no answer within {self.timeout_s:g} s"
+        seconds = time.monotonic() - started
+        await self.hass.async_block_till_done()
+        moments.append(dt_util.now())
+        after = house_snapshot(self.hass, self.devices)
+        problems = judge(
+            case, self.devices, before, after, reply=reply, moments=moments, error=error
+        )
+        return CaseResult(case, reply, changes(before, after), problems, seconds, error)
+
+
+def summary(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """The JSON object of the last line."""
+    return {
+        "bench": "commands",
+        "passed": sum(r.passed for r in results),
+        "total": len(results),
+    }
+
+
+# --- Setup and command line -----------------------------------------------------------
+
+
+async def async_create_agent(
+    hass: HomeAssistant,
+    url: str,
+    model: str,
+    api_key: str | None,
+    options: dict[str, Any],
+) -> MajordomeConfigEntry:
+    """A Majordome entry made through the real config and options flows (with a key)."""
+    flow = hass.config_entries.flow
+    result = await flow.async_init(DOMAIN, context={"source": "user"})
+    server = {CONF_URL: url, **({CONF_API_KEY: api_key} if api_key else {})}
+    result = await flow.async_configure(result["flow_id"], server)
+    if result["type"] is not FlowResultType.FORM or result["step_id"] != "model":
+        raise RuntimeError(f"{url}: the config flow refused the server: {result.get('errors')}")
+    result = await flow.async_configure(result["flow_id"], {CONF_MODEL: model})
+    if result["type"] is not FlowResultType.CREATE_ENTRY:
+        raise RuntimeError(f"config flow: model step failed: {result}")
+    entry_id = result["result"].entry_id
+    await hass.async_block_till_done()
+    options_flow = await hass.config_entries.options.async_init(entry_id)
+    done = await hass.config_entries.options.async_configure(
+        options_flow["flow_id"], {**DEFAULT_OPTIONS, **options}
+    )
+    if done["type"] is not FlowResultType.CREATE_ENTRY:
+        raise RuntimeError(f"options flow failed: {done}")
+    await hass.async_block_till_done()  # the update listener reloads the entry
+    entry = hass.config_entries.async_get_entry(entry_id)
+    if entry is None or not hasattr(entry, "runtime_data"):
+        raise RuntimeError("the Majordome entry did not load")
+    return entry
+
+
+async def async_first_model(url: str, api_key: str | None) -> str:
+    """The first model a server lists."""
+    client = openai.AsyncOpenAI(base_url=url, api_key=api_key or "no-key", max_retries=0)
+    try:
+        models = [model.id async for model in client.models.list()]
+    finally:
+        await client.close()
+    if not models:
+        raise RuntimeError(f"{url} lists no model: pass --model")
+    return models[0]
+
+
+async def async_commands(
+    cases: Sequence[Case],
+    config_dir: Path,
+    *,
+    url: str,
+    model: str,
+    api_key: str | None,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Start Home Assistant with the demo house and one agent, run the cases."""
+    async with running_home_assistant(config_dir) as hass:
+        house = await async_setup_house(hass, HOUSE)
+        _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
+        entry = await async_create_agent(
+            hass,
+            url,
+            model,
+            api_key,
+            {
+                CONF_TEMPERATURE: 0.0,
+                CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
+                CONF_MEMORY_EVERY: 0,  # no background summaries between cases
+            },
+        )
+        runner = CommandsRunner(hass, entry, house.devices, timeout_s)
+        await runner.async_warm_up()
+        results = await runner.async_run(cases)
+    for language in LANGUAGES:
+        mine = [r for r in results if r.case.language == language]
+        if mine:
+            print(f"{language}: {sum(r.passed for r in mine)}/{len(mine)} passed")
+    failed = [r.case.number for r in results if not r.passed]
+    print(f"failed cases (by number in the suite): {failed or 'none'}")
+    return summary(results)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options, run the suite, print the rows and the JSON line."""
+    from devtools import bench  # bench imports this module in main()
+    from devtools.llm import LocalLlmServer
+
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench commands",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument("--suite", type=Path, default=DEFAULT_SUITE, help="YAML suite file")
+    parser.add_argument("--language", choices=LANGUAGES, help="only the cases in this language")
+    parser.add_argument("--limit", type=int, help="only the first N cases (after --language)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds per case (default {DEFAULT_TIMEOUT_S:.0f})",
+    )
+    parser.add_argument("--url", help="an OpenAI-compatible server instead of the embedded model")
+    parser.add_argument("--model", help="with --url: the model (default: the first listed)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY"),
+        help="with --url: the key, if the server needs one (default: $OPENAI_API_KEY)",
+    )
+    parser.add_argument("--ctx", type=int, default=8192, help="embedded server context size")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
+    if args.timeout <= 0:
+        parser.error("--timeout must be > 0")
+    if args.model and not args.url:
+        parser.error("--model needs --url (the embedded server has one model)")
+    try:
+        cases = load_suite(args.suite)
+    except SuiteError as err:
+        parser.error(str(err))
+    if args.language:
+        cases = [case for case in cases if case.language == args.language]
+    cases = cases[: args.limit] if args.limit else cases
+    if not cases:
+        parser.error("no case to run")
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    started = time.monotonic()
+
+    def run(url: str, model: str, api_key: str | None) -> dict[str, Any]:
+        return bench._run_in_temp_dir(  # the benchmarks' shared helper
+            "commands",
+            lambda tmp: async_commands(
+                cases, tmp, url=url, model=model, api_key=api_key, timeout_s=args.timeout
+            ),
+        )
+
+    if args.url:
+        model = args.model or asyncio.run(async_first_model(args.url, args.api_key))
+        _report(f"server: {model} at {args.url}")
+        result = run(args.url, model, args.api_key)
+    else:
+        bench.wait_for_other_llm_servers()
+        with LocalLlmServer(ctx=args.ctx) as server:
+            _report(f"LLM server: {server.model} at {server.base_url}, n_ctx {args.ctx}")
+            result = run(server.base_url, server.model, None)
+    _report(f"wall time: {time.monotonic() - started:.1f} s")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""The commands benchmark: its public suite, its validation, and its runner end to end.
+
+The runner is driven by the scripted server: a scripted tool call changes a real state
+of the demo house and the case passes; a call on the wrong device fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime
+import json
+from pathlib import Path
+import sys
+
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from devtools.bench_commands import (
+    DEFAULT_SUITE,
+    PLACEHOLDERS,
+    Case,
+    CommandsRunner,
+    SuiteError,
+    judge,
+    load_suite,
+    placeholder_values,
+    summary,
+)
+from devtools.hass_runner import REPO_ROOT
+from devtools.house import async_setup_house, house_devices
+from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
+
+DEMO_AREAS, DEMO_DEVICES = house_devices("demo")
+BY_ID = {dev.entity_id: dev for dev in DEMO_DEVICES}
+
+
+# --- The public suite -----------------------------------------------------------------
+
+
+def test_public_suite_is_valid_and_balanced() -> None:
+    cases = load_suite(DEFAULT_SUITE)
+
+    assert len(cases) >= 40
+    languages = Counter(case.language for case in cases)
+    assert set(languages) == {"en", "fr"}
+    assert min(languages.values()) >= 0.4 * len(cases)  # about half French
+    assert len({case.say.casefold() for case in cases}) == len(cases)  # no duplicate
+    kinds = Counter("states" if case.expect_states is not None else "answer" for case in cases)
+    assert kinds["states"] >= 20
+    assert kinds["answer"] >= 8
+    # Time and date, both languages.
+    timed = [c for c in cases if any("{" in a for a in c.expect_in_answer or ())]
+    assert {c.language for c in timed} == {"en", "fr"}
+    # Several devices at once, and requests where nothing may change.
+    assert any(len(c.expect_states or ()) >= 2 for c in cases)
+    assert any(c.expect_states == () for c in cases)
+
+
+def test_public_suite_entities_are_exposed_or_deliberately_hidden() -> None:
+    cases = load_suite(DEFAULT_SUITE)
+    domains = set()
+    for case in cases:
+        for expectation in case.expect_states or ():
+            device = BY_ID[expectation.entity_id]  # load_suite checked it exists
+            domains.add(device.domain)
+            if not device.exposed:
+                # A hidden device may only be expected to stay as it was: a refusal.
+                assert expectation.attributes == ()
+                assert expectation.state == ("on" if device.initial else "off"), case
+    assert domains == {"light", "switch", "cover", "climate", "media_player"}
+    refusals = {
+        e.entity_id: e.state
+        for c in cases
+        for e in c.expect_states or ()
+        if not BY_ID[e.entity_id].exposed
+    }
+    assert refusals["light.garage_light"] == "off"
+
+
+def test_demo_house_has_what_the_issue_asks() -> None:
+    assert len(DEMO_AREAS) >= 8
+    exposed = {dev.domain for dev in DEMO_DEVICES if dev.exposed}
+    assert {"light", "switch", "cover", "climate", "sensor", "media_player"} <= exposed
+    # Names in English and French (areas too).
+    assert any(not area.french for area in DEMO_AREAS)
+    assert any(area.french for area in DEMO_AREAS)
+    # The bench house is still built on the first 13 demo devices only.
+    bench_ids = {dev.entity_id for dev in house_devices("bench")[1]}
+    assert "media_player.tele_du_salon" not in bench_ids
+    assert "light.kitchen_light" in bench_ids
+
+
+# --- Validation -----------------------------------------------------------------------
+
+
+def _suite(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("- language: en\n  expect_states: {}\n", "missing `say`"),
+        (
+            "- say: hi\n  language: en\n  expect_states: {}\n  expect_in_answer: [a]\n",
+            "exactly one of `expect_states` and `expect_in_answer` (has both)",
+        ),
+        ("- say: hi\n  language: en\n", "(has neither)"),
+        ("- say: hi\n  language: de\n  expect_states: {}\n", "`language` must be one of"),
+        (
+            "- say: hi\n  language: en\n  expect_states: {light.kitchen_lights: 'on'}\n",
+            "'light.kitchen_lights' is not in the demo house; did you mean light.kitchen_light",
+        ),
+        (
+            "- say: hi\n  language: en\n  expect_states: {light.kitchen_light: {colour: red}}\n",
+            "unknown attribute 'colour'",
+        ),
+        (
+            "- say: hi\n  language: en\n  expect_in_answer: ['{yaer}']\n",
+            "unknown placeholder {yaer}",
+        ),
+        ("- say: hi\n  language: en\n  expect_in_answer: []\n", "non-empty list of strings"),
+        ("- say: hi\n  lang: en\n  expect_states: {}\n", "unknown key(s) ['lang']"),
+        ("say: hi\n", "expected a non-empty YAML list of cases"),
+        ("- [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_invalid_suites_are_explained(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(SuiteError) as err:
+        load_suite(_suite(tmp_path, body))
+    assert message in str(err.value)
+
+
+def test_every_problem_is_listed_with_its_case(tmp_path: Path) -> None:
+    path = _suite(
+        tmp_path,
+        "- say: fine\n  language: en\n  expect_states: {}\n"
+        "- say: second\n  language: en\n"
+        "- language: fr\n  expect_in_answer: [x]\n",
+    )
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2
+    assert "case 2 ('second')" in lines[0]
+    assert "case 3" in lines[1]
+
+
+def test_unquoted_states_stay_words(tmp_path: Path) -> None:
+    # YAML 1.1 reads an unquoted `on` as true; the suite means the state "on".
+    [case] = load_suite(
+        _suite(tmp_path, "- say: x\n  language: en\n  expect_states: {light.kitchen_light: on}\n")
+    )
+    assert case.expect_states is not None
+    assert case.expect_states[0].state == "on"
+
+
+# --- Judging --------------------------------------------------------------------------
+
+
+def _case(tmp_path: Path, expectation: str) -> Case:
+    [case] = load_suite(_suite(tmp_path, f"- say: x\n  language: en\n  {expectation}\n"))
+    return case
+
+
+def test_numbers_are_compared_within_two_percent(tmp_path: Path) -> None:
+    case = _case(
+        tmp_path, "expect_states: {light.kitchen_light: {state: 'on', brightness_pct: 50}}"
+    )
+    before = {"light.kitchen_light": {"state": "off", "brightness": None, "brightness_pct": None}}
+    half = {"light.kitchen_light": {"state": "on", "brightness": 128, "brightness_pct": 50}}
+    most = {"light.kitchen_light": {"state": "on", "brightness": 140, "brightness_pct": 55}}
+    now = [datetime(2030, 5, 6, 7, 8)]
+    assert judge(case, DEMO_DEVICES, before, half, reply="", moments=now) == []
+    assert judge(case, DEMO_DEVICES, before, most, reply="", moments=now) == [
+        "light.kitchen_light brightness_pct is 55, expected 50"
+    ]
+
+
+def test_answers_fill_placeholders_from_either_end_of_the_turn(tmp_path: Path) -> None:
+    case = _case(tmp_path, "expect_in_answer: ['{hour}:', '{weekday_fr}']")
+    before_midnight, after = datetime(2030, 5, 5, 23, 59, 59), datetime(2030, 5, 6, 0, 0, 1)
+    assert (
+        judge(case, DEMO_DEVICES, {}, {}, reply="Il est 0:00.", moments=[before_midnight, after])
+        == []
+    )
+    assert (
+        judge(case, DEMO_DEVICES, {}, {}, reply="C'est DIMANCHE.", moments=[before_midnight, after])
+        == []
+    )
+    [problem] = judge(case, DEMO_DEVICES, {}, {}, reply="Il est midi.", moments=[after])
+    assert problem.startswith("the reply holds none of ['0:', 'lundi']")
+    assert set(placeholder_values(after)) == PLACEHOLDERS
+
+
+def test_a_failed_turn_refuses_nothing(tmp_path: Path) -> None:
+    case = _case(tmp_path, "expect_states: {light.garage_light: 'off'}")
+    state = {"light.garage_light": {"state": "off"}}
+    assert judge(
+        case, DEMO_DEVICES, state, state, reply="", moments=[dt_util.now()], error="server_error"
+    ) == ["the turn failed: server_error"]
+
+
+# --- The runner, end to end on the scripted server ------------------------------------
+
+
+@pytest.fixture
+async def runner(hass: HomeAssistant, entry: MockConfigEntry) -> CommandsRunner:
+    """The demo house and the runner, with the scripted server as the model."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    house = await async_setup_house(hass, "demo")
+    return CommandsRunner(hass, entry, house.devices, timeout_s=5)
+
+
+async def test_runner_passes_fails_and_resets(
+    hass: HomeAssistant,
+    runner: CommandsRunner,
+    scripted: ScriptedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            """
+- say: Set the kitchen light to 50%
+  language: en
+  expect_states: {light.kitchen_light: {state: "on", brightness_pct: 50}}
+- say: Turn on the kitchen light
+  language: en
+  expect_states: {light.kitchen_light: "on"}
+- say: Quelle heure est-il ?
+  language: fr
+  expect_in_answer: ["{hour} h"]
+- say: Turn on the garage light
+  language: en
+  expect_states: {light.garage_light: "off"}
+""",
+        )
+    )
+    now = dt_util.now()
+    scripted.add(
+        # 1: the right call -> the light is on at 50 %: passes.
+        tool_calls(("HassLightSet", {"name": "Kitchen Light", "brightness": 50})),
+        text("Done."),
+        # 2: the house was reset (the light is off again); the wrong device: fails.
+        tool_calls(("HassTurnOn", {"name": "Bedroom Lamp"})),
+        text("The kitchen light is on."),
+        # 3: the fact, in French.
+        text(f"Il est {now.hour} h {now.minute:02d}."),
+        # 4: Assist cannot match an unexposed light; the state stays: passes.
+        tool_calls(("HassTurnOn", {"name": "Garage Light"})),
+        text("I cannot do that."),
+    )
+
+    results = await runner.async_run(cases)
+
+    assert [r.passed for r in results] == [True, False, True, True]
+    first, second, third, fourth = results
+    assert first.changes == {"light.kitchen_light": "off -> on, brightness None -> 128"}
+    assert second.problems == [
+        "light.kitchen_light is 'off', expected 'on'",
+        "unexpected change: light.bedroom_lamp off -> on",
+    ]
+    assert third.reply.startswith("Il est")
+    assert third.changes == {}
+    assert fourth.changes == {}
+    assert summary(results) == {"bench": "commands", "passed": 3, "total": 4}
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].startswith("FAIL  en")
+    assert "Turn on the kitchen light" in out
+    assert "reply: 'The kitchen light is on.'" in err
+    assert "FAIL: unexpected change: light.bedroom_lamp off -> on" in err
+    assert not scripted.replies
+
+
+async def test_runner_resets_thermostat_and_media_before_each_case(
+    hass: HomeAssistant, runner: CommandsRunner, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            """
+- say: Set the living room thermostat to 25
+  language: en
+  expect_states: {climate.thermostat_du_salon: {state: heat, temperature: 25}}
+- say: Mets la télé du salon en pause et le volume à 20 %
+  language: fr
+  expect_states: {media_player.tele_du_salon: {state: paused, volume_level: 0.2}}
+- say: What is the living room thermostat set to?
+  language: en
+  expect_in_answer: ["20"]
+""",
+        )
+    )
+    scripted.add(
+        tool_calls(
+            ("HassClimateSetTemperature", {"name": "Thermostat du salon", "temperature": 25})
+        ),
+        text("Set to 25."),
+        tool_calls(
+            ("HassSetVolume", {"name": "Télé du salon", "volume_level": 20}),
+            ("HassMediaPause", {"name": "Télé du salon"}),
+        ),
+        text("C'est fait."),
+        text("It is set to 20 degrees."),
+    )
+
+    results = await runner.async_run(cases)
+
+    assert [r.problems for r in results] == [[], [], []]
+    # The heater followed its thermostat: shown, not held against the case.
+    assert "switch.radiateur_du_salon" in results[0].changes
+    assert results[2].changes == {}
+
+
+async def test_runner_times_out(
+    hass: HomeAssistant, runner: CommandsRunner, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    runner.timeout_s = 0.3
+    [case] = load_suite(
+        _suite(tmp_path, "- say: hello\n  language: en\n  expect_in_answer: [hello]\n")
+    )
+    scripted.add(Reply(deltas=[{"content": "hello"}], headers_delay_s=2))
+
+    [result] = await runner.async_run([case])
+
+    assert not result.passed
+    assert result.problems[0] == "the turn failed: no answer within 0.3 s"
+
+
+async def test_command_line_against_a_server_url(
+    socket_enabled: None, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """`scripts/bench commands --url`: a real Home Assistant in a child process."""
+    suite = _suite(
+        tmp_path,
+        "- say: Turn on the kitchen light\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n"
+        "- say: Allume la lampe de la chambre\n  language: fr\n"
+        "  expect_states: {light.bedroom_lamp: 'on'}\n"
+        "- say: Turn on the bedroom lamp\n  language: en\n"
+        "  expect_states: {light.bedroom_lamp: 'on'}\n",
+    )
+    scripted.add(
+        text("Hello!"),  # the warm-up turn, not counted
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("Done."),
+        text("Je ne peux pas."),  # no call: the lamp stays off
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devtools.bench", "commands",
+        "--url", scripted.url, "--suite", str(suite), "--limit", "2", "--timeout", "30",
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert json.loads(lines[-1]) == {"bench": "commands", "passed": 1, "total": 2}
+    assert "en: 1/1 passed" in lines
+    assert "fr: 0/1 passed" in lines
+    assert "server: scripted-model at" in err.decode()  # the first model listed
+    assert "light.bedroom_lamp is 'off', expected 'on'" in err.decode()
+    assert "warm-up turn (not counted)" in err.decode()
+    assert not scripted.replies
+
+
+def test_command_line_rejects_a_bad_suite(tmp_path: Path) -> None:
+    from devtools.bench import main
+
+    suite = _suite(tmp_path, "- say: x\n  language: en\n  expect_states: {light.nope: 'on'}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["commands", "--suite", str(suite), "--url", "http://127.0.0.1:9/v1"])
+    assert exit_info.value.code == 2
