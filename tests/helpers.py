@@ -13,6 +13,7 @@ from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.auth.models import User
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import chat_session
 
 
 async def converse(
@@ -24,17 +25,28 @@ async def converse(
     language: str | None = "en",
     user: User | None = None,
     device_id: str | None = None,
+    deltas: list[dict[str, Any]] | None = None,
 ) -> conversation.ConversationResult:
-    """Send one message to the agent, as the Assist dialog, a satellite or an automation."""
-    return await conversation.async_converse(
-        hass,
-        text,
-        conversation_id,
-        Context(user_id=user.id if user else None),
-        language=language,
-        agent_id=entry.entry_id,
-        device_id=device_id,
-    )
+    """Send one message to the agent, as the Assist dialog, a satellite or an automation.
+
+    `deltas` collects what a chat-log listener (the Assist dialog, the voice
+    endpoint) sees while the reply streams.
+    """
+    context = Context(user_id=user.id if user else None)
+    if deltas is None:
+        return await conversation.async_converse(
+            hass, text, conversation_id, context, language, entry.entry_id, device_id
+        )
+    # Opening the chat log first, as the voice endpoint and the pipeline do.
+    with (
+        chat_session.async_get_chat_session(hass, conversation_id) as session,
+        conversation.async_get_chat_log(
+            hass, session, chat_log_delta_listener=lambda _, delta: deltas.append(delta)
+        ),
+    ):
+        return await conversation.async_converse(
+            hass, text, session.conversation_id, context, language, entry.entry_id, device_id
+        )
 
 
 def speech(result: conversation.ConversationResult) -> str:

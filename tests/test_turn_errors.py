@@ -461,8 +461,11 @@ async def test_json_reply_that_is_not_a_call_is_not_spoken(
 ) -> None:
     """A sentence never opens with a brace: no tool ran, so the model gave no answer."""
     scripted.add(text('{"answer": ', "42}"), text(*GOOD_REPLY))
-    result = await converse(hass, entry, "Give me JSON")
+    deltas: list[dict[str, Any]] = []
+    result = await converse(hass, entry, "Give me JSON", deltas=deltas)
     assert speech(result) == sentence("empty_reply")
+    # Held back while it streamed: no listener (a dialog, a voice) ever saw it.
+    assert "42}" not in str([delta.get("content") for delta in deltas])
     assert len(scripted.chat_requests) == 1
     await converse(hass, entry, NEXT_USER, result.conversation_id)
     assert "42}" not in json.dumps(scripted.chat_requests[-1]["messages"])
@@ -477,8 +480,11 @@ async def test_action_result_echoed_as_json_becomes_done(
         text('{"response_type": "action_done", "remembered": "The cat is Miso"}'),
         text(*GOOD_REPLY),
     )
-    result = await converse(hass, entry, "Remember the cat is Miso")
+    deltas: list[dict[str, Any]] = []
+    result = await converse(hass, entry, "Remember the cat is Miso", deltas=deltas)
     assert speech(result) == "Done."
+    assert any(delta.get("tool_calls") for delta in deltas)  # the listener saw the turn
+    assert "action_done" not in str([delta.get("content") for delta in deltas])
     assert result.response.response_type.value == "action_done"
     await converse(hass, entry, NEXT_USER, result.conversation_id)
     history = scripted.chat_requests[-1]["messages"]

@@ -450,6 +450,11 @@ async def async_stream_completion(
         if written_calls:
             LOGGER.debug("Read %d tool call(s) written as text", len(written_calls))
             calls = written_calls
+        elif text.lstrip()[:1] in ("{", "["):
+            # A sentence never opens with a brace: small models echo tool results as
+            # JSON. Held back, it never reaches a listener (the Assist dialog, a voice
+            # reply being spoken) nor the history: the model gave no answer.
+            raise BackendError(ErrorKind.EMPTY_REPLY, f"a reply that is JSON: {text[:200]}")
         elif text.strip():
             produced = True
             yield {"content": text}

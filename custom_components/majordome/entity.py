@@ -283,18 +283,7 @@ class MajordomeEntity(Entity):
 
         last = chat_log.content[-1]
         assert isinstance(last, conversation.AssistantContent)
-        reply = last.content or ""
-        if reply.lstrip()[:1] in ("{", "["):
-            # A sentence never opens with a brace: small models echo tool results as
-            # JSON. Speak for them, and keep the echo out of the history, where it
-            # would invite more of the same.
-            LOGGER.debug("Replacing a reply that is JSON, not speech: %s", reply[:200])
-            chat_log.content.pop()
-            turn.messages.pop()
-            acted = _an_action_succeeded(chat_log, turn.turn_start)
-            key = "done" if acted else str(backend.ErrorKind.EMPTY_REPLY)
-            return await self._async_answer_for_the_model(user_input, chat_log, key)
-        return reply
+        return last.content or ""
 
     async def _async_answer_for_the_model(
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, key: str
