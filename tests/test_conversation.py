@@ -321,6 +321,125 @@ async def test_a_model_repeating_its_calls_is_stopped(
     assert speech(result) == "Done."
 
 
+@pytest.mark.parametrize(
+    ("language", "said"), [("en", "It is 9:05."), ("fr", "Il est 9 h 05.")], ids=["en", "fr"]
+)
+async def test_a_model_asking_the_time_twice_hears_it_from_the_tool(
+    hass: HomeAssistant,
+    house: None,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    freezer: Any,
+    *,
+    language: str,
+    said: str,
+) -> None:
+    """The 0.5B model calls get_time again instead of saying the time it got."""
+    await hass.config.async_set_time_zone("Europe/Paris")
+    freezer.move_to("2026-12-01 08:05:00+00:00")  # 9:05 in Paris
+    scripted.add(tool_calls(("get_time", {})), tool_calls(("get_time", {})))
+
+    result = await converse(hass, entry, "what time is it", language=language)
+
+    assert len(scripted.chat_requests) == 2
+    assert speech(result) == said
+    # The tool told the model as much: a sentence it may simply repeat.
+    [tool_message] = tool_messages(scripted.chat_requests[1])
+    assert json.loads(tool_message["content"])["speech"] == said
+
+
+async def test_a_query_other_than_ours_is_not_answered_for_the_model(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The live context is data only the model can put into words."""
+    live = tool_calls(("GetLiveContext", {}))
+    scripted.add(live, live, live, text('{"success": true}'))
+
+    repeated = await converse(hass, entry, "is the kitchen light on")
+    echoed = await converse(hass, entry, "is the kitchen light on")
+
+    assert speech(repeated) == "Sorry, I could not finish that in the steps I am allowed."
+    assert speech(echoed) == "Sorry, the language model gave me no answer."
+    for request in scripted.chat_requests[1::2]:
+        [tool_message] = tool_messages(request)
+        assert json.loads(tool_message["content"])["success"] is True
+
+
+@pytest.mark.parametrize("name", ["kitchen_light", "light.kitchen_light", "KITCHEN LIGHT"])
+async def test_an_entity_id_written_as_the_name_reaches_the_entity(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer, name: str
+) -> None:
+    """Small models write the object id where the name goes (seen: "hallway_light")."""
+    scripted.add(tool_calls(("HassTurnOn", {"name": name, "area": "hallway"})), text("On."))
+    await converse(hass, entry, "turn on the kitchen light")
+    assert hass.states.get(KITCHEN).state == "on"
+
+
+async def test_an_unexposed_entity_id_is_not_resolved(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(tool_calls(("HassTurnOn", {"name": "garage_light", "area": "x"})), text("No."))
+    await converse(hass, entry, "turn on the garage light")
+    assert hass.states.get(GARAGE).state == "off"
+    [tool_message] = tool_messages(scripted.chat_requests[1])
+    assert json.loads(tool_message["content"])["error"] == "MatchFailedError"
+
+
+SLOT_FILLER = {"color": "white", "temperature": 25, "brightness": 50}  # what the 0.5B sends
+
+
+async def test_a_light_set_filling_every_slot_is_refused_for_a_question(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """Seen for "Is the bedroom lamp on?": HassLightSet with made-up settings."""
+    before = hass.states.get(KITCHEN)
+    scripted.add(
+        tool_calls(("HassLightSet", {"name": "Kitchen Light", **SLOT_FILLER})), text("It is off.")
+    )
+
+    result = await converse(hass, entry, "is the kitchen light on?")
+
+    assert hass.states.get(KITCHEN) == before
+    [tool_message] = tool_messages(scripted.chat_requests[1])
+    assert "asked for no brightness, color or color temperature" in tool_message["content"]
+    assert speech(result) == "It is off."
+
+
+@pytest.mark.parametrize(
+    ("said", "brightness"),
+    [("set the kitchen light to 50 %", 128), ("mets la lumière de la cuisine à 50 %", 128)],
+)
+async def test_a_light_set_filling_every_slot_keeps_what_was_said(
+    hass: HomeAssistant,
+    house: None,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    *,
+    said: str,
+    brightness: int,
+) -> None:
+    scripted.add(
+        tool_calls(("HassLightSet", {"name": "Kitchen Light", **SLOT_FILLER})), text("Done.")
+    )
+
+    await converse(hass, entry, said)
+
+    state = hass.states.get(KITCHEN)
+    assert state.state == "on"
+    assert state.attributes["brightness"] == brightness
+
+
+async def test_a_light_set_with_one_setting_is_left_alone(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """A good model dims "a bit" with a number the user never said: that is its job."""
+    scripted.add(
+        tool_calls(("HassLightSet", {"name": "Kitchen Light", "brightness": 30})), text("Done.")
+    )
+    await converse(hass, entry, "dim the kitchen light a bit")
+    assert hass.states.get(KITCHEN).attributes["brightness"] == 76
+
+
 async def test_a_full_context_is_retried_with_this_turn_only(
     hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:

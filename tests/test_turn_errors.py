@@ -300,11 +300,12 @@ async def test_failure_after_tool_keeps_history_well_formed(
     first = await converse(hass, entry, GOOD_USER)
     conversation_id = first.conversation_id
 
-    scripted.add(tool_calls(("get_time", {})), error(500))
+    # A tool whose result leaves the answer to the model (here, an error), then a failure.
+    scripted.add(tool_calls(("get_date", {"days_from_today": "soon"})), error(500))
     result = await converse(hass, entry, "What time is it?", conversation_id)
     assert_failed_with(hass, result, "server_error")
     # The tool result was sent before the server failed.
-    assert tool_results(scripted.chat_requests[-1])[0].keys() >= {"time", "time_24h"}
+    assert tool_results(scripted.chat_requests[-1])[0]["error"] == "MultipleInvalid"
 
     scripted.add(text("Still here."))
     last = await converse(hass, entry, NEXT_USER, conversation_id)
@@ -493,13 +494,14 @@ async def test_action_result_echoed_as_json_becomes_done(
     assert_well_formed(history)
 
 
-async def test_query_result_echoed_as_json_is_no_answer(
+async def test_time_echoed_as_json_is_said_from_the_tool(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    """The time is data only the model can say: "Done." would be a lie."""
+    """No "Done." for a question: the time, as the tool put it into words."""
     scripted.add(tool_calls(("get_time", {})), text('{"time": "14:05"}'))
     result = await converse(hass, entry, "What time is it?")
-    assert speech(result) == sentence("empty_reply")
+    [tool_result] = tool_results(scripted.chat_requests[-1])
+    assert speech(result) == tool_result["speech"] == f"It is {tool_result['time']}."
 
 
 async def test_double_braced_arguments_are_refused_not_fatal(

@@ -194,6 +194,7 @@ class MajordomeEntity(Entity):
             self.hass,
             include_assist=options.get(CONF_LLM_HASS_API) == LLM_API_ASSIST,
             memory=self.entry.runtime_data.memory,
+            utterance=user_input.text,
         ).async_get_api_instance(llm_context_for(user_input))
         extra_system_prompt = user_input.extra_system_prompt or chat_log.extra_system_prompt
         language = prompt.base_language(user_input.language)
@@ -264,19 +265,17 @@ class MajordomeEntity(Entity):
                 # Once an action succeeded, a model that falls silent or a follow-up
                 # call that fails (small models, llama.cpp's tool-call parser) should
                 # not make the user hear an apology for something that happened.
-                if not _an_action_succeeded(chat_log, turn.turn_start):
+                if not (answer := _answer_from_tools(chat_log, turn.turn_start)):
                     raise
-                LOGGER.debug("Follow-up failed after an action (%s): answering for the model", err)
-                return await self._async_answer_for_the_model(user_input, chat_log, "done")
+                LOGGER.debug("Follow-up failed after a tool (%s): answering for the model", err)
+                return await self._async_answer_for_the_model(user_input, chat_log, *answer)
             if not chat_log.unresponded_tool_results:
                 break
             if _repeats_itself(chat_log, turn.turn_start):
                 # Small models loop on the same call; each lap grows the prompt.
                 LOGGER.debug("The model repeats its tool calls: ending the turn")
-                key = (
-                    "done" if _an_action_succeeded(chat_log, turn.turn_start) else "iteration_limit"
-                )
-                return await self._async_answer_for_the_model(user_input, chat_log, key)
+                answer = _answer_from_tools(chat_log, turn.turn_start) or ("iteration_limit", "")
+                return await self._async_answer_for_the_model(user_input, chat_log, *answer)
         else:
             LOGGER.warning("Stopped after %d tool iterations", max_iterations)
             return await self._async_answer_for_the_model(user_input, chat_log, "iteration_limit")
@@ -286,10 +285,14 @@ class MajordomeEntity(Entity):
         return last.content or ""
 
     async def _async_answer_for_the_model(
-        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, key: str
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        key: str,
+        speech: str = "",
     ) -> str:
-        """End the turn with one of our sentences where the model gave none."""
-        speech = await async_spoken_message(self.hass, user_input.language, key)
+        """End the turn with one of our sentences (or a tool's) where the model gave none."""
+        speech = speech or await async_spoken_message(self.hass, user_input.language, key)
         chat_log.async_add_assistant_content_without_tools(
             conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
         )
@@ -490,6 +493,26 @@ def _an_action_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> boo
         if result.get("response_type") == "action_done" and succeeded:
             return True
     return False
+
+
+def _answer_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> tuple[str, str] | None:
+    """What to say for a model that gave no answer after its tools worked, if anything.
+
+    ("done", "") after an action; ("", sentence) after one of Majordome's own queries,
+    whose result carries its answer ready to say (the time, the date). Other queries'
+    answers are data only the model can put into words: None.
+    """
+    if _an_action_succeeded(chat_log, turn_start):
+        return ("done", "")
+    for content in reversed(chat_log.content[turn_start:]):
+        if (
+            isinstance(content, conversation.ToolResultContent)
+            and content.tool_name in tools.SPOKEN_TOOLS
+            and isinstance(speech := content.tool_result.get(tools.SPEECH_KEY), str)
+            and speech
+        ):
+            return ("", speech)
+    return None
 
 
 def _repeats_itself(chat_log: conversation.ChatLog, turn_start: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+import re
 from typing import Any
 
 import voluptuous as vol
@@ -19,11 +20,11 @@ from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import intent, llm
-from homeassistant.util import dt as dt_util
+from homeassistant.helpers import intent, llm, translation
+from homeassistant.util import dt as dt_util, slugify
 from homeassistant.util.json import JsonObjectType
 
-from .const import INVALID_ARGUMENTS_KEY, LOGGER, MAJORDOME_API_ID
+from .const import DOMAIN, INVALID_ARGUMENTS_KEY, LOGGER, MAJORDOME_API_ID
 from .memory import MemoryStore
 from .prompt import base_language
 
@@ -55,6 +56,21 @@ def spoken_time(moment: datetime, language: str | None) -> str:
     return f"{moment.hour}:{moment.minute:02d}"
 
 
+# The result key of Majordome's query tools that holds their answer as a sentence.
+SPEECH_KEY = "speech"
+
+
+async def _async_sentence(
+    hass: HomeAssistant, llm_context: llm.LLMContext, key: str, **values: str
+) -> str:
+    """A sentence from the translations, in the conversation's language, filled in."""
+    strings = await translation.async_get_translations(
+        hass, base_language(llm_context.language), "exceptions", {DOMAIN}
+    )
+    template = strings.get(f"component.{DOMAIN}.exceptions.{key}.message", "")
+    return template.format(**values) if template else " ".join(values.values())
+
+
 class GetTimeTool(llm.Tool):
     """The current local time, in Home Assistant's time zone."""
 
@@ -66,10 +82,14 @@ class GetTimeTool(llm.Tool):
     ) -> JsonObjectType:
         """Read the clock."""
         now = dt_util.now()
+        time = spoken_time(now, llm_context.language)
         return {
-            "time": spoken_time(now, llm_context.language),
+            "time": time,
             "time_24h": now.strftime("%H:%M"),
             "timezone": str(now.tzinfo),
+            # Ready to say: a small model may echo it, or Majordome says it for a
+            # model that falls silent (a query's answer is otherwise the model's to say).
+            SPEECH_KEY: await _async_sentence(hass, llm_context, "time_answer", time=time),
         }
 
 
@@ -91,7 +111,12 @@ class GetDateTool(llm.Tool):
         """Read the calendar."""
         args = self.parameters(tool_input.tool_args)
         day = dt_util.now() + timedelta(days=args.get("days_from_today", 0))
-        return {"date": spoken_date(day, llm_context.language), "iso_date": day.date().isoformat()}
+        date = spoken_date(day, llm_context.language)
+        return {
+            "date": date,
+            "iso_date": day.date().isoformat(),
+            SPEECH_KEY: await _async_sentence(hass, llm_context, "date_answer", date=date),
+        }
 
 
 class _MemoryTool(llm.Tool):
@@ -142,11 +167,15 @@ class ForgetTool(_MemoryTool):
 
 
 MAJORDOME_TOOLS: tuple[type[llm.Tool], ...] = (GetTimeTool, GetDateTool)
+# The tools whose result holds its answer as a sentence (SPEECH_KEY).
+SPOKEN_TOOLS = frozenset({GetTimeTool.name, GetDateTool.name})
 
 
 @dataclass
 class MajordomeAPIInstance(llm.APIInstance):
     """An API instance that answers the model's mistakes with errors it can act on."""
+
+    utterance: str = ""  # what the user said this turn: the settings they asked for
 
     async def async_call_tool(self, tool_input: llm.ToolInput) -> JsonObjectType:
         """Refuse unparsable arguments and unknown tools with a helpful message."""
@@ -158,7 +187,7 @@ class MajordomeAPIInstance(llm.APIInstance):
             )
         if all(tool.name != tool_input.tool_name for tool in self.tools):
             hint = ""
-            if _is_exposed_name(self.api.hass, tool_input.tool_name):
+            if _exposed_names(self.api.hass, tool_input.tool_name):
                 # Small models put the device's name where the tool's name goes.
                 hint = (
                     f" {tool_input.tool_name!r} is a device, not a tool: pass it as the "
@@ -168,17 +197,24 @@ class MajordomeAPIInstance(llm.APIInstance):
                 f"There is no tool named {tool_input.tool_name!r}.{hint} "
                 f"The tools are: {', '.join(tool.name for tool in self.tools)}."
             )
-        arguments = _without_empty_values(tool_input.tool_args)
+        arguments = _said_settings(
+            tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
+        )
         try:
             return await super().async_call_tool(
                 llm.ToolInput(tool_name=tool_input.tool_name, tool_args=arguments, id=tool_input.id)
             )
         except intent.MatchFailedError:
             # Small models decorate a right name with a made-up area or floor
-            # ("Kitchen Light" on floor "Kitchen"). The name is the most specific
-            # target they give: try it alone once; exposure rules still apply.
+            # ("Kitchen Light" on floor "Kitchen"), or write the entity's id as its
+            # name ("hallway_light"). The name is the most specific target they give:
+            # try it alone once, as the entity's real name; exposure rules still apply.
             by_name = {key: arguments[key] for key in _TARGET_BY_NAME if key in arguments}
-            if "name" not in by_name or by_name == arguments:
+            if "name" not in by_name:
+                raise
+            if len(names := _exposed_names(self.api.hass, by_name["name"])) == 1:
+                by_name["name"] = names.pop()
+            if by_name == arguments:
                 raise
             LOGGER.debug("No match for %s; retrying by name alone: %s", arguments, by_name)
             return await super().async_call_tool(
@@ -187,16 +223,71 @@ class MajordomeAPIInstance(llm.APIInstance):
 
 
 _TARGET_BY_NAME = ("name", "domain")
+# HassLightSet's settings. A light takes a color or a color temperature, never both: a
+# call with both is a small model filling every slot of the schema ("brightness 50,
+# color white, temperature 25" for "is the lamp on?"). Then only what the user said
+# counts.
+_LIGHT_SETTINGS = ("brightness", "color", "temperature")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+# Color words the user may say for the English name a model sends.
+_COLOR_WORDS = {
+    "white": ("blanc", "blanche"),
+    "red": ("rouge",),
+    "green": ("vert", "verte"),
+    "blue": ("bleu", "bleue"),
+    "yellow": ("jaune",),
+    "orange": ("orange",),
+    "purple": ("violet", "violette", "mauve"),
+    "pink": ("rose",),
+}
 
 
-def _is_exposed_name(hass: HomeAssistant, name: str) -> bool:
-    """Whether `name` is the name of an entity exposed to Assist (only on the error path)."""
-    wanted = name.strip().casefold()
-    return any(
-        state.name.casefold() == wanted
-        and async_should_expose(hass, conversation.DOMAIN, state.entity_id)
-        for state in hass.states.async_all()
+def _said_settings(tool_name: str, arguments: dict[str, Any], utterance: str) -> dict[str, Any]:
+    """HassLightSet's arguments without the settings a slot-filling model made up."""
+    if (
+        tool_name != "HassLightSet"
+        or not utterance
+        or not {"color", "temperature"} <= arguments.keys()
+    ):
+        return arguments
+    said = {key: value for key, value in arguments.items() if key not in _LIGHT_SETTINGS}
+    said.update(
+        (key, arguments[key])
+        for key in _LIGHT_SETTINGS
+        if key in arguments and _is_said(arguments[key], utterance)
     )
+    if not said.keys() & set(_LIGHT_SETTINGS):
+        raise HomeAssistantError(
+            "The user asked for no brightness, color or color temperature. To switch a "
+            "device on or off use HassTurnOn or HassTurnOff; to read a state, GetLiveContext."
+        )
+    LOGGER.debug("HassLightSet with every setting: keeping those said: %s", said)
+    return said
+
+
+def _is_said(value: Any, utterance: str) -> bool:
+    """Whether the user's words hold this value (a number, or a color word)."""
+    text = utterance.casefold()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) in {float(n.replace(",", ".")) for n in _NUMBER.findall(text)}
+    if isinstance(value, str):
+        word = value.strip().casefold()
+        return bool(word) and any(w in text for w in (word, *_COLOR_WORDS.get(word, ())))
+    return False
+
+
+def _exposed_names(hass: HomeAssistant, name: str) -> set[str]:
+    """Names of the exposed entities that `name` designates (only on error paths).
+
+    By their name in any case or by their id: `hallway_light`, `light.hallway_light`.
+    """
+    wanted = slugify(name.strip().split(".", 1)[-1])
+    return {
+        state.name
+        for state in hass.states.async_all()
+        if wanted in (state.object_id, slugify(state.name))
+        and async_should_expose(hass, conversation.DOMAIN, state.entity_id)
+    }
 
 
 def _without_empty_values(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -215,12 +306,17 @@ class MajordomeAPI(llm.API):
     """Assist's intent tools (optional) and Majordome's own tools, as one API."""
 
     def __init__(
-        self, hass: HomeAssistant, include_assist: bool = True, memory: MemoryStore | None = None
+        self,
+        hass: HomeAssistant,
+        include_assist: bool = True,
+        memory: MemoryStore | None = None,
+        utterance: str = "",
     ) -> None:
         """Name the API; the registered one (for other agents) has no memory tools."""
         super().__init__(hass=hass, id=MAJORDOME_API_ID, name="Majordome")
         self.include_assist = include_assist
         self.memory = memory
+        self.utterance = utterance
 
     async def async_get_api_instance(self, llm_context: llm.LLMContext) -> MajordomeAPIInstance:
         """Return Assist's prompt and tools, then ours, in an order that never changes.
@@ -248,6 +344,7 @@ class MajordomeAPI(llm.API):
             llm_context=llm_context,
             tools=[*theirs, *(ours[name] for name in sorted(ours))],
             custom_serializer=serializer,
+            utterance=self.utterance,
         )
 
 
