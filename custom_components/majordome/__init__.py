@@ -17,16 +17,21 @@ from .models import MajordomeConfigEntry, MajordomeData
 from .services import async_register_services
 from .tools import MajordomeAPI
 from .voice.endpoint import VoiceView
+from .voice.panel import async_register_panel
 
 PLATFORMS = [Platform.CONVERSATION]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register, once: the tools as an LLM API for every agent, services, the voice endpoint."""
+    """Register, once: the tools as an LLM API for every agent, services, the voice endpoint.
+
+    And the talking page in the sidebar, when the frontend is loaded.
+    """
     llm.async_register_api(hass, MajordomeAPI(hass))
     async_register_services(hass)
     hass.http.register_view(VoiceView())
+    await async_register_panel(hass)
     return True
 
 

@@ -63,3 +63,10 @@ CONF_STT_SERVER: Final = "stt_server"
 CONF_TTS_SERVER: Final = "tts_server"
 CONF_TTS_VOICE: Final = "tts_voice"  # empty: the server's default voice
 VOICE_URL: Final = "/api/majordome/voice"
+
+# The talking page: a sidebar panel (served only when the frontend is loaded)
+PANEL_URL_PATH: Final = "majordome"  # the page is at /majordome
+PANEL_ELEMENT: Final = "majordome-voice-panel"  # the custom element the module defines
+PANEL_MODULE_URL: Final = "/majordome_static/majordome-voice-panel.js"
+PANEL_TITLE: Final = "Majordome"
+PANEL_ICON: Final = "mdi:account-voice"
