@@ -171,6 +171,11 @@ class ChildProcess:
         last = f" (last: {last_error!r})" if last_error else ""
         raise TimeoutError(f"{self.name} not ready after {timeout:.0f} s{last}" + self.tail())
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the child to exit by itself; its exit code (TimeoutExpired after `timeout`)."""
+        assert self._proc is not None, "start() first"
+        return self._proc.wait(timeout)
+
     def tail(self) -> str:
         """The child's last log lines, formatted for an error message."""
         time.sleep(0.1)  # let the pump thread catch the child's last words

@@ -1,7 +1,8 @@
 """Fixtures: a scripted OpenAI-compatible server on loopback and a Majordome entry on it.
 
-Also the real Wyoming speech servers (piper, faster-whisper): started once for the
-whole run, and only when a test asks for them.
+Also the real Wyoming speech servers (piper, faster-whisper) and the demo (a real Home
+Assistant with its frontend, for the browser tests): started once for the whole run,
+and only when a test asks for them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 
+from .browser_helpers import WARM_UP_TIMEOUT_S, RunningDemo, start_demo
 from .pipeline_helpers import SPOKEN_COMMAND
 
 MODEL = "scripted-model"
@@ -91,3 +93,18 @@ def spoken_kitchen_command(piper_server: PiperServer) -> bytes:
     """SPOKEN_COMMAND said by piper: 16 kHz mono s16le, then 1 s of silence."""
     pytest_socket.enable_socket()  # piper may already be up: this runs after the guard too
     return spoken_command(piper_server, SPOKEN_COMMAND)
+
+
+# --- the demo (a real Home Assistant with its frontend), once per run -----------------
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDemo]:
+    """`scripts/demo` running on a free port, set up, its model warmed up."""
+    pytest_socket.enable_socket()
+    running = start_demo(tmp_path_factory.mktemp("demo"))
+    try:
+        running.process.wait_ready(running.warmed_up, WARM_UP_TIMEOUT_S, interval=1.0)
+        yield running
+    finally:
+        running.process.stop()

@@ -1,0 +1,137 @@
+"""The demo as the browser tests use it: started once, and a logged-in Chromium page.
+
+The demo (devtools/demo.py) runs as a child process, exactly as `scripts/demo` runs it:
+a real Home Assistant with its frontend, the embedded model and the Wyoming servers.
+Chromium is Debian's (scripts/setup-browser installs it), driven by Playwright's
+Python package; Playwright's own browser download cannot work here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+import os
+from pathlib import Path
+import shutil
+import sys
+
+from playwright.async_api import Browser, Page, async_playwright
+
+from devtools.child_process import ChildProcess, python_module
+from devtools.demo import CONNECTION_FILE, Connection
+from devtools.ha_api import HomeAssistantApi
+from devtools.hass_runner import REPO_ROOT
+
+DEMO_READY_TIMEOUT_S = 900.0  # a first run installs nothing, but a cold CI machine is slow
+WARM_UP_TIMEOUT_S = 600.0
+ARTIFACTS = Path(os.environ.get("MAJORDOME_ARTIFACTS", REPO_ROOT / ".cache" / "test-artifacts"))
+# As the machine's probe starts it: without the background-networking flags, Chromium
+# keeps trying the (closed) network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """Debian's chromium ($MAJORDOME_CHROMIUM to use another)."""
+    path = os.environ.get("MAJORDOME_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        raise RuntimeError("chromium is not installed: run scripts/setup-browser")
+    return path
+
+
+@dataclass
+class RunningDemo:
+    """A demo child process and how to reach it."""
+
+    process: ChildProcess
+    connection: Connection
+    directory: Path
+    log: list[str]
+
+    def warmed_up(self) -> bool | None:
+        """True once the demo's first model turn is over (None before)."""
+        return (
+            True
+            if any("warmed up" in line or "warm-up failed" in line for line in self.log)
+            else None
+        )
+
+
+def start_demo(directory: Path) -> RunningDemo:
+    """Run `python -m devtools.demo` on a free port; return once it is set up."""
+    log: list[str] = []
+    process = ChildProcess("demo", stop_grace=60.0, tail_lines=200)
+    process.start(
+        python_module(sys.executable, "devtools.demo", "--port", "0", "--dir", str(directory)),
+        cwd=REPO_ROOT,
+        on_line=log.append,
+    )
+    connection_file = directory / CONNECTION_FILE
+    try:
+        process.wait_ready(
+            lambda: Connection.load(directory) if connection_file.exists() else None,
+            DEMO_READY_TIMEOUT_S,
+            retry_on=(ValueError,),  # the file being written
+            interval=0.5,
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return RunningDemo(process, Connection.load(directory), directory, log)
+
+
+@asynccontextmanager
+async def chromium(args: Sequence[str] = ()) -> AsyncIterator[Browser]:
+    """A headless Debian Chromium (one per test: Playwright's objects live in its loop)."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(), args=[*CHROMIUM_ARGS, *args]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def async_login(browser: Browser, connection: Connection, path: str = "/") -> Page:
+    """A page logged into the demo through Home Assistant's own login form."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await page.goto(connection.url + path)
+    await page.locator("input[name=username]").fill(connection.username)
+    await page.locator("input[name=password]").fill(connection.password)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
+    return page
+
+
+async def async_screenshot(page: Page, name: str) -> Path:
+    """Save a screenshot under ARTIFACTS (Playwright makes the folder); return its path."""
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path))
+    return path
+
+
+async def async_state(connection: Connection, entity_id: str) -> str:
+    """An entity's state, through the REST API."""
+    async with HomeAssistantApi(connection.url, connection.token) as api:
+        return str((await api.rest("GET", f"/api/states/{entity_id}"))["state"])
+
+
+async def async_set_state(connection: Connection, entity_id: str, on: bool) -> None:
+    """Turn an entity on or off through the REST API (a test's starting point)."""
+    domain = entity_id.split(".", maxsplit=1)[0]
+    async with HomeAssistantApi(connection.url, connection.token) as api:
+        await api.rest(
+            "POST",
+            f"/api/services/{domain}/turn_{'on' if on else 'off'}",
+            {"entity_id": entity_id},
+        )

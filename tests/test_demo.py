@@ -1,0 +1,296 @@
+"""The main job end to end: `scripts/demo`, `scripts/ask`, and the Assist chat in Chromium.
+
+One demo for the whole run (tests/conftest.py): a real Home Assistant 2025.4 with its
+frontend, set up through its own APIs, Majordome on the embedded model, Wyoming STT and
+TTS. The model is weak, so the browser tests check structure: Majordome's reply appears
+in the dialog, and the light it was asked to switch did switch, on the dashboard too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from playwright.async_api import Page
+import pytest
+
+from custom_components.majordome.const import CONF_STT_SERVER, CONF_TTS_SERVER, DOMAIN
+from devtools.demo import AGENT_ID, CONNECTION_FILE, PIPELINE_EN, PIPELINE_FR
+from devtools.ha_api import HomeAssistantApi
+from devtools.hass_runner import REPO_ROOT
+from devtools.house import house_devices
+
+from .browser_helpers import (
+    RunningDemo,
+    async_login,
+    async_screenshot,
+    async_set_state,
+    async_state,
+    chromium,
+    start_demo,
+)
+
+pytestmark = pytest.mark.real_llm
+
+KITCHEN = "light.kitchen_light"
+REPLY_TIMEOUT_MS = 300_000  # the embedded model on a loaded 2-core machine
+
+
+async def test_demo_is_set_up_as_a_user_would(socket_enabled: None, demo: RunningDemo) -> None:
+    """Onboarded, Majordome made by its own config flow, the pipelines, the house."""
+    connection = demo.connection
+    async with HomeAssistantApi(connection.url, connection.token) as api:
+        onboarding = await api.rest("GET", "/api/onboarding")
+        entries = await api.rest("GET", "/api/config/config_entries/entry")
+        async with api.websocket() as ws:
+            pipelines = await ws.call("assist_pipeline/pipeline/list")
+            areas = await ws.call("config/area_registry/list")
+            exposed = (await ws.call("homeassistant/expose_entity/list"))["exposed_entities"]
+            users = await ws.call("config/auth/list")
+    majordome = next(e for e in entries if e["domain"] == DOMAIN)
+
+    assert onboarding == [] or all(step["done"] for step in onboarding)
+    assert any(u["is_owner"] and u["username"] == connection.username for u in users)
+    assert majordome["source"] == "user"
+    assert majordome["state"] == "loaded"
+    # The onboarding extras are gone: two Wyoming servers, and HA's own backup entry.
+    assert sorted(e["domain"] for e in entries) == ["backup", DOMAIN, "wyoming", "wyoming"]
+
+    by_id = {p["id"]: p for p in pipelines["pipelines"]}
+    assert pipelines["preferred_pipeline"] == connection.pipeline_en
+    english, french = by_id[connection.pipeline_en], by_id[connection.pipeline_fr]
+    assert (english["name"], french["name"]) == (PIPELINE_EN, PIPELINE_FR)
+    assert english["conversation_engine"] == french["conversation_engine"] == AGENT_ID
+    assert english["stt_engine"].startswith("stt.")
+    assert english["tts_engine"].startswith("tts.")
+    assert french["language"] == "fr"
+
+    house_areas, devices = house_devices("demo")
+    assert {a.name for a in house_areas} <= {a["name"] for a in areas}
+    assert len(house_areas) >= 8
+    assert "Living Room" not in {a["name"] for a in areas}  # the Salon's alias, not a room
+    for device in devices:
+        assert bool(exposed.get(device.entity_id, {}).get("conversation")) is device.exposed
+    assert not any(
+        e.startswith("input_") and flags.get("conversation") for e, flags in exposed.items()
+    )
+
+
+async def test_voice_options_name_the_running_speech_servers(
+    socket_enabled: None, demo: RunningDemo
+) -> None:
+    """The options flow checked them with Describe; the voice endpoint uses them."""
+    connection = demo.connection
+    async with HomeAssistantApi(connection.url, connection.token) as api:
+        entries = await api.rest("GET", "/api/config/config_entries/entry")
+        majordome = next(e for e in entries if e["domain"] == DOMAIN)
+        form = await api.rest(
+            "POST", "/api/config/config_entries/options/flow", {"handler": majordome["entry_id"]}
+        )
+        await api.rest("DELETE", f"/api/config/config_entries/options/flow/{form['flow_id']}")
+    shown = {
+        f["name"]: f.get("description", {}).get("suggested_value") for f in form["data_schema"]
+    }
+    for key in (CONF_STT_SERVER, CONF_TTS_SERVER):
+        host, _, port = str(shown[key]).rpartition(":")
+        assert host == "127.0.0.1"
+        assert port.isdigit()
+
+
+def test_scripts_ask_streams_the_reply_and_the_change(
+    socket_enabled: None, demo: RunningDemo
+) -> None:
+    """`scripts/ask`, as a newcomer types it, against the running demo."""
+    asyncio.run(async_set_state(demo.connection, KITCHEN, on=False))
+    result = subprocess.run(
+        [
+            str(REPO_ROOT / "scripts" / "ask"),
+            "--dir",
+            str(demo.directory),
+            "turn on the kitchen light",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=REPLY_TIMEOUT_MS / 1000,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[tool] HassTurnOn" in result.stdout
+    assert "States changed: Kitchen Light: off -> on" in result.stdout
+    assert asyncio.run(async_state(demo.connection, KITCHEN)) == "on"
+
+
+def test_scripts_ask_without_a_demo_says_how_to_start_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.ask", "--dir", str(tmp_path), "hello"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "scripts/demo" in result.stderr
+
+
+# --- the Assist dialog in Chromium ----------------------------------------------------
+
+
+async def async_dashboard_switch(page: Page, entity_id: str) -> bool:
+    """Whether the dashboard's toggle row for `entity_id` shows it on."""
+    await page.locator("hui-toggle-entity-row").first.wait_for()
+    checked = await page.locator("hui-toggle-entity-row").evaluate_all(
+        """(rows, entityId) => rows
+            .filter(row => row._config && row._config.entity === entityId)
+            .map(row => row.shadowRoot.querySelector("ha-entity-toggle")
+                .shadowRoot.querySelector("ha-switch").checked)""",
+        entity_id,
+    )
+    assert len(checked) == 1, f"no single dashboard row for {entity_id}: {checked}"
+    return bool(checked[0])
+
+
+async def async_assist(page: Page, sentence: str, pipeline: str | None = None) -> str:
+    """Open the Assist dialog, pick a pipeline, type the sentence; Majordome's reply."""
+    await page.get_by_role("button", name="Assist").click()
+    dialog = page.locator("ha-voice-command-dialog")
+    field = dialog.locator("ha-assist-chat input").first
+    await field.wait_for()
+    if pipeline is not None:
+        await dialog.get_by_text(PIPELINE_EN, exact=True).first.click()
+        await page.get_by_role("menuitem", name=pipeline, exact=True).click()
+        await dialog.get_by_text(pipeline, exact=True).first.wait_for()
+        field = dialog.locator("ha-assist-chat input").first
+    await field.fill(sentence)
+    await field.press("Enter")
+    messages = dialog.locator("ha-assist-chat .message")
+    # The greeting, the user's sentence, then the reply: "…" while it is written.
+    reply = messages.nth(2)
+    await reply.wait_for(timeout=30_000)
+    await page.wait_for_function(
+        """el => !el.innerText.trim().endsWith("…")""",
+        arg=await reply.element_handle(),
+        timeout=REPLY_TIMEOUT_MS,
+    )
+    assert "user" in (await messages.nth(1).get_attribute("class") or "")
+    assert "hass" in (await reply.get_attribute("class") or "")
+    return (await reply.inner_text()).strip()
+
+
+async def async_close_dialog(page: Page) -> None:
+    await page.keyboard.press("Escape")
+    await page.locator("ha-voice-command-dialog ha-assist-chat").wait_for(state="detached")
+
+
+async def async_last_run(demo: RunningDemo, pipeline_id: str) -> list[dict[str, Any]]:
+    """The events of a pipeline's last run, from Home Assistant's own pipeline debug."""
+    connection = demo.connection
+    async with HomeAssistantApi(connection.url, connection.token) as api, api.websocket() as ws:
+        runs = await ws.call("assist_pipeline/pipeline_debug/list", pipeline_id=pipeline_id)
+        last = runs["pipeline_runs"][-1]["pipeline_run_id"]
+        debug = await ws.call(
+            "assist_pipeline/pipeline_debug/get", pipeline_id=pipeline_id, pipeline_run_id=last
+        )
+    return list(debug["events"])
+
+
+async def test_assist_dialog_in_chromium(socket_enabled: None, demo: RunningDemo) -> None:
+    """Log in, open Assist, type: the reply appears and the dashboard shows the change."""
+    connection = demo.connection
+    await async_set_state(connection, KITCHEN, on=False)
+    async with chromium() as browser:
+        page = await async_login(browser, connection)
+        await page.wait_for_url("**/lovelace/**")
+        assert await async_dashboard_switch(page, KITCHEN) is False
+
+        reply = await async_assist(page, "turn on the kitchen light")
+        await async_screenshot(page, "assist-en")
+
+        assert reply
+        assert not reply.startswith("{")
+        assert not reply.startswith("Sorry"), reply
+        assert await async_state(connection, KITCHEN) == "on"
+        events = await async_last_run(demo, connection.pipeline_en)
+        assert "HassTurnOn" in _tool_calls(events)
+        assert _intent_speech(events) == reply
+        await async_close_dialog(page)
+        for _ in range(50):  # the frontend applies the state_changed event it was pushed
+            if await async_dashboard_switch(page, KITCHEN):
+                break
+            await asyncio.sleep(0.1)
+        assert await async_dashboard_switch(page, KITCHEN) is True
+        await async_screenshot(page, "dashboard-en")
+
+
+async def test_assist_dialog_in_french(socket_enabled: None, demo: RunningDemo) -> None:
+    """The French pipeline, picked in the dialog as a user would.
+
+    Structure only: the 0.5B model's French is unreliable (with the demo's household
+    profile in the prompt it sometimes loops on its calls), so the test asks that the
+    request reached Majordome in French, that the model called a tool, and that the
+    dialog shows Majordome's French answer, whatever its luck.
+    """
+    connection = demo.connection
+    async with chromium() as browser:
+        page = await async_login(browser, connection)
+        reply = await async_assist(page, "allume la lumière de la cuisine", PIPELINE_FR)
+        await async_screenshot(page, "assist-fr")
+
+    events = await async_last_run(demo, connection.pipeline_fr)
+    [intent_start] = [e["data"] for e in events if e["type"] == "intent-start"]
+    assert intent_start["language"] == "fr"
+    assert intent_start["engine"] == AGENT_ID
+    assert _tool_calls(events)
+    assert _intent_speech(events) == reply
+    assert not reply.startswith(("{", "Sorry")), reply  # an apology would be "Désolé"
+
+
+def _tool_calls(events: list[dict[str, Any]]) -> list[str]:
+    """The tools the model called during a pipeline run (streamed chat-log deltas)."""
+    return [
+        call["tool_name"]
+        for event in events
+        if event["type"] == "intent-progress"
+        for call in event["data"]["chat_log_delta"].get("tool_calls") or []
+    ]
+
+
+def _intent_speech(events: list[dict[str, Any]]) -> str:
+    [end] = [e["data"] for e in events if e["type"] == "intent-end"]
+    return str(end["intent_output"]["response"]["speech"]["plain"]["speech"])
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------
+
+
+def _children_of(pid: int) -> list[int]:
+    """Processes whose environment names `pid` as their owner (ChildProcess sets it)."""
+    found = []
+    marker = f"MAJORDOME_PARENT_PID={pid}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_stops_every_child(socket_enabled: None, tmp_path: Path) -> None:
+    """A second demo, stopped as a user would: SIGINT; nothing is left running."""
+    running = start_demo(tmp_path)
+    pid = running.process.pid
+    assert pid is not None
+    children = _children_of(pid)
+    assert len(children) >= 4  # the model, STT, TTS, Home Assistant
+    os.kill(pid, signal.SIGINT)
+    assert running.process.wait(90) == 0
+    assert "stopped" in running.log[-1]
+    assert not (tmp_path / CONNECTION_FILE).exists()
+    assert [p for p in children if Path(f"/proc/{p}").exists()] == []
