@@ -59,7 +59,7 @@ from homeassistant.components.homeassistant.exposed_entities import (
     async_expose_entity,
     async_should_expose,
 )
-from homeassistant.const import CONF_MODEL, CONF_URL
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import area_registry as ar, entity_registry as er, llm
@@ -85,13 +85,18 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 async def async_create_entry(
-    hass: HomeAssistant, url: str, model: str, options: dict[str, Any] | None = None
+    hass: HomeAssistant,
+    url: str,
+    model: str,
+    options: dict[str, Any] | None = None,
+    api_key: str | None = None,
 ) -> MajordomeConfigEntry:
     """Create a Majordome entry through the real config flow (and options flow)."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
     if result["type"] is not FlowResultType.FORM or result["step_id"] != "user":
         raise RuntimeError(f"config flow: unexpected first step {result}")
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_URL: url})
+    server = {CONF_URL: url, **({CONF_API_KEY: api_key} if api_key else {})}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], server)
     if result["type"] is not FlowResultType.FORM or result["step_id"] != "model":
         raise RuntimeError(f"config flow: server step failed: {result.get('errors')}")
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: model})

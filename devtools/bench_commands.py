@@ -61,21 +61,14 @@ from typing import Any
 import openai
 import yaml
 
-from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import (
-    CONF_MEMORY_EVERY,
-    CONF_TEMPERATURE,
-    CONF_TIMEOUT,
-    DOMAIN,
-)
+from custom_components.majordome.const import CONF_MEMORY_EVERY, CONF_TEMPERATURE, CONF_TIMEOUT
 from custom_components.majordome.memory import Memory
 from custom_components.majordome.models import MajordomeConfigEntry
+from devtools import bench
 from devtools.hass_runner import running_home_assistant
 from devtools.house import HELPER_DOMAINS, Device, Size, async_setup_house, house_devices
 from homeassistant.components import conversation
-from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
 from homeassistant.core import Context, HomeAssistant, State
-from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.util import dt as dt_util
 
 LOG = logging.getLogger("devtools.bench_commands")
@@ -599,38 +592,6 @@ def summary(results: Sequence[CaseResult]) -> dict[str, Any]:
 # --- Setup and command line -----------------------------------------------------------
 
 
-async def async_create_agent(
-    hass: HomeAssistant,
-    url: str,
-    model: str,
-    api_key: str | None,
-    options: dict[str, Any],
-) -> MajordomeConfigEntry:
-    """A Majordome entry made through the real config and options flows (with a key)."""
-    flow = hass.config_entries.flow
-    result = await flow.async_init(DOMAIN, context={"source": "user"})
-    server = {CONF_URL: url, **({CONF_API_KEY: api_key} if api_key else {})}
-    result = await flow.async_configure(result["flow_id"], server)
-    if result["type"] is not FlowResultType.FORM or result["step_id"] != "model":
-        raise RuntimeError(f"{url}: the config flow refused the server: {result.get('errors')}")
-    result = await flow.async_configure(result["flow_id"], {CONF_MODEL: model})
-    if result["type"] is not FlowResultType.CREATE_ENTRY:
-        raise RuntimeError(f"config flow: model step failed: {result}")
-    entry_id = result["result"].entry_id
-    await hass.async_block_till_done()
-    options_flow = await hass.config_entries.options.async_init(entry_id)
-    done = await hass.config_entries.options.async_configure(
-        options_flow["flow_id"], {**DEFAULT_OPTIONS, **options}
-    )
-    if done["type"] is not FlowResultType.CREATE_ENTRY:
-        raise RuntimeError(f"options flow failed: {done}")
-    await hass.async_block_till_done()  # the update listener reloads the entry
-    entry = hass.config_entries.async_get_entry(entry_id)
-    if entry is None or not hasattr(entry, "runtime_data"):
-        raise RuntimeError("the Majordome entry did not load")
-    return entry
-
-
 async def async_first_model(url: str, api_key: str | None) -> str:
     """The first model a server lists."""
     client = openai.AsyncOpenAI(base_url=url, api_key=api_key or "no-key", max_retries=0)
@@ -656,16 +617,16 @@ async def async_commands(
     async with running_home_assistant(config_dir) as hass:
         house = await async_setup_house(hass, HOUSE)
         _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
-        entry = await async_create_agent(
+        entry = await bench.async_create_entry(
             hass,
             url,
             model,
-            api_key,
             {
                 CONF_TEMPERATURE: 0.0,
                 CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
                 CONF_MEMORY_EVERY: 0,  # no background summaries between cases
             },
+            api_key=api_key,
         )
         runner = CommandsRunner(hass, entry, house.devices, timeout_s)
         await runner.async_warm_up()
@@ -681,7 +642,6 @@ async def async_commands(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, run the suite, print the rows and the JSON line."""
-    from devtools import bench  # bench imports this module in main()
     from devtools.llm import LocalLlmServer
 
     parser = argparse.ArgumentParser(

@@ -329,6 +329,34 @@ async def async_entity_of(ws: Websocket, entry_id: str, domain: str) -> str:
         await asyncio.sleep(0.2)
 
 
+async def async_create_pipeline(
+    ws: Websocket,
+    name: str,
+    language: str,
+    agent: str,
+    *,
+    stt: str | None = None,
+    tts: tuple[str, str, str] | None = None,  # engine, language, voice
+) -> dict[str, Any]:
+    """An Assist pipeline with `agent` as its conversation agent (no wake word)."""
+    tts_engine, tts_language, tts_voice = tts or (None, None, None)
+    pipeline: dict[str, Any] = await ws.call(
+        "assist_pipeline/pipeline/create",
+        name=name,
+        language=language,
+        conversation_engine=agent,
+        conversation_language=language,
+        stt_engine=stt,
+        stt_language=language if stt else None,
+        tts_engine=tts_engine,
+        tts_language=tts_language,
+        tts_voice=tts_voice,
+        wake_word_entity=None,
+        wake_word_id=None,
+    )
+    return pipeline
+
+
 async def async_setup_demo(
     api: HomeAssistantApi, llm: LocalLlmServer, stt: WhisperServer, tts: PiperServer
 ) -> Connection:
@@ -366,35 +394,11 @@ async def async_setup_demo(
         )
         stt_entity = await async_entity_of(ws, stt_entry["entry_id"], "stt")
         tts_entity = await async_entity_of(ws, tts_entry["entry_id"], "tts")
-        english = await ws.call(
-            "assist_pipeline/pipeline/create",
-            name=PIPELINE_EN,
-            language="en",
-            conversation_engine=agent,
-            conversation_language="en",
-            stt_engine=stt_entity,
-            stt_language="en",
-            tts_engine=tts_entity,
-            tts_language="en_US",
-            tts_voice=VOICE,
-            wake_word_entity=None,
-            wake_word_id=None,
+        english = await async_create_pipeline(
+            ws, PIPELINE_EN, "en", agent, stt=stt_entity, tts=(tts_entity, "en_US", VOICE)
         )
         # No French voice or speech model ships on PyPI: the French pipeline is typed.
-        french = await ws.call(
-            "assist_pipeline/pipeline/create",
-            name=PIPELINE_FR,
-            language="fr",
-            conversation_engine=agent,
-            conversation_language="fr",
-            stt_engine=None,
-            stt_language=None,
-            tts_engine=None,
-            tts_language=None,
-            tts_voice=None,
-            wake_word_entity=None,
-            wake_word_id=None,
-        )
+        french = await async_create_pipeline(ws, PIPELINE_FR, "fr", agent)
         await ws.call("assist_pipeline/pipeline/set_preferred", pipeline_id=english["id"])
         token = await ws.call(
             "auth/long_lived_access_token", client_name="Majordome demo (scripts/ask)", lifespan=365

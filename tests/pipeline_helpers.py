@@ -26,8 +26,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_MEMORY_EVERY
 from custom_components.majordome.memory import Onboarding
+from devtools.bench_voice import STT_METADATA
 from devtools.house import async_setup_house
-from homeassistant.components import stt
 from homeassistant.components.assist_pipeline import (
     PipelineEvent,
     PipelineEventType,
@@ -47,15 +47,6 @@ PIPELINE_TIMEOUT_S = 30.0
 SPOKEN_COMMAND = "turn on the kitchen light"  # what piper says for the tests (conftest)
 # No background memory summary: it would take replies meant for the turns.
 VOICE_ENTRY_OPTIONS: dict[str, Any] = {**DEFAULT_OPTIONS, CONF_MEMORY_EVERY: 0}
-
-STT_METADATA = stt.SpeechMetadata(
-    language="",  # the pipeline puts its own stt_language here
-    format=stt.AudioFormats.WAV,
-    codec=stt.AudioCodecs.PCM,
-    bit_rate=stt.AudioBitRates.BITRATE_16,
-    sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
-    channel=stt.AudioChannels.CHANNEL_MONO,
-)
 
 
 def entity_of(hass: HomeAssistant, config_entry_id: str, domain: str) -> str | None:

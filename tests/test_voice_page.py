@@ -244,22 +244,27 @@ async def test_typed_french_requests_through_the_page(
         )
 
 
+async def async_until_speaking_a_long_reply(page: Page, panel: ElementHandle) -> None:
+    """Ask a question in French; return while it is spoken, with audio still queued."""
+    await page.locator("#language").select_option("fr")
+    await page.locator("#text").fill("Bonjour, qui es-tu ?")
+    await page.locator("#text").press("Enter")
+    # Speaking, with more than a second of audio still queued (46 ms per chunk).
+    await async_until(
+        page,
+        panel,
+        "el.dataset.state === 'speaking' && Number(el.dataset.chunksPlayed) > 0"
+        " && Number(el.dataset.audioChunks) - Number(el.dataset.chunksPlayed) > 25",
+        REPLY_TIMEOUT_MS,
+    )
+
+
 async def test_stop_button_silences_the_reply(socket_enabled: None, demo: RunningDemo) -> None:
     """Stop while the reply is being spoken: silence at once, the queued audio dropped."""
     async with chromium(["--autoplay-policy=no-user-gesture-required"]) as browser:
         page = await async_login(browser, demo.connection, f"/{PANEL_URL_PATH}")
         panel = await async_open_page(page)
-        await page.locator("#language").select_option("fr")
-        await page.locator("#text").fill("Bonjour, qui es-tu ?")
-        await page.locator("#text").press("Enter")
-        # Speaking, with more than a second of audio still queued (46 ms per chunk).
-        await async_until(
-            page,
-            panel,
-            "el.dataset.state === 'speaking' && Number(el.dataset.chunksPlayed) > 0"
-            " && Number(el.dataset.audioChunks) - Number(el.dataset.chunksPlayed) > 25",
-            REPLY_TIMEOUT_MS,
-        )
+        await async_until_speaking_a_long_reply(page, panel)
         assert await page.locator("#stop").is_visible()
         await page.locator("#stop").click()
         await async_until(page, panel, "el.dataset.state === 'idle'", 5_000)
@@ -287,16 +292,7 @@ async def test_speaking_again_interrupts_the_reply(
         page = await async_login(browser, connection, f"/{PANEL_URL_PATH}")
         await page.context.grant_permissions(["microphone"], origin=connection.url)
         panel = await async_open_page(page)
-        await page.locator("#language").select_option("fr")
-        await page.locator("#text").fill("Bonjour, qui es-tu ?")
-        await page.locator("#text").press("Enter")
-        await async_until(
-            page,
-            panel,
-            "el.dataset.state === 'speaking' && Number(el.dataset.chunksPlayed) > 0"
-            " && Number(el.dataset.audioChunks) - Number(el.dataset.chunksPlayed) > 25",
-            REPLY_TIMEOUT_MS,
-        )
+        await async_until_speaking_a_long_reply(page, panel)
         first_reply = await page.locator("#reply").text_content() or ""
         await page.locator("#language").select_option("en")  # the speech model is English
         await page.locator("#mic").click()
