@@ -200,6 +200,17 @@ def test_text_call_two_tagged_calls() -> None:
     assert _calls(text) == [("HassTurnOn", {"name": "kitchen"}), ("HassTurnOff", {"name": "hall"})]
 
 
+def test_text_call_repeated_until_the_token_limit() -> None:
+    call = '{"name": "HassDance", "arguments": "{\\"style\\": \\"tango\\"}"}'
+    text = f"{call}\n{call}\n{call}\n" + call[:30]
+    assert _calls(text) == [("HassDance", {"style": "tango"})]
+
+
+def test_text_call_same_call_twice_runs_once() -> None:
+    text = '{"name": "HassTurnOn", "arguments": {"name": "kitchen"}}' * 2
+    assert _calls(text) == [("HassTurnOn", {"name": "kitchen"})]
+
+
 def test_text_call_arguments_as_json_string() -> None:
     text = json.dumps({"name": "HassTurnOn", "arguments": json.dumps({"name": "kitchen"})})
     assert _calls(text) == [("HassTurnOn", {"name": "kitchen"})]
@@ -215,11 +226,34 @@ def test_text_call_without_arguments() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"name": "HassDance", "arguments": {}}', [("HassDance", {})]),
+        (
+            '{"name": "HassSetTemperature", "parameters": {"temperature": 45}}',
+            [("HassSetTemperature", {"temperature": 45})],
+        ),
+        (
+            '[{"name": "get_time", "arguments": {}}, {"name": "HassDance", "arguments": "{}"}]',
+            [("get_time", {}), ("HassDance", {})],
+        ),
+    ],
+)
+def test_text_call_to_an_unknown_tool_is_a_call(text: str, expected: list) -> None:
+    # Executed, it gets the unknown-tool error listing the real tools.
+    assert _calls(text) == expected
+
+
+@pytest.mark.parametrize(
     "text",
     [
-        '{"name": "HassDance", "arguments": {}}',
-        '[{"name": "get_time", "arguments": {}}, {"name": "HassDance", "arguments": {}}]',
+        '{"name": "HassDance"}',
+        '{"name": "HassDance", "arguments": 3}',
+        '{"name": "", "arguments": {}}',
+        '{"name": "Kitchen light", "arguments": {}, "state": "on"}',
+        '[{"name": "get_time", "arguments": {}}, {"name": "HassDance"}]',
         '{"name": "kitchen", "state": "on"}',
+        '[{"name": "Kitchen light", "type": "entity", "id": "light.kitchen"}]',
         '{"answer": 42}',
         "[1, 2, 3]",
         "The kitchen light is on.",

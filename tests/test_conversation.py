@@ -27,6 +27,7 @@ from .helpers import converse, speech, tool_messages
 
 KITCHEN = "light.kitchen_light"
 GARAGE = "light.garage_light"
+THERMOSTAT = "climate.thermostat_du_salon"
 
 
 @pytest.fixture
@@ -272,6 +273,98 @@ async def test_made_up_floor_and_empty_slots_still_reach_the_named_light(
     assert hass.states.get(KITCHEN).state == "on"
     [tool_message] = tool_messages(scripted.chat_requests[1])
     assert json.loads(tool_message["content"])["response_type"] == "action_done"
+
+
+async def test_a_retry_by_name_keeps_the_settings(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(
+        tool_calls(
+            ("HassLightSet", {"name": "kitchen_light", "floor": "Kitchen", "brightness": 30})
+        ),
+        text("Dimmed."),
+    )
+
+    await converse(hass, entry, "set the kitchen light to 30 percent")
+
+    state = hass.states.get(KITCHEN)
+    assert state.state == "on"
+    assert round(state.attributes["brightness"] / 255 * 100) == 30
+
+
+async def test_an_abbreviated_tool_name_calls_the_real_tool(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """What the 0.5B model really sends for "set the living room thermostat to 22"."""
+    arguments = {
+        "temperature": 22,
+        "area": "Living Room",
+        "floor": "Chambre d'amis",
+        "domain": "temperature",
+    }
+    scripted.add(tool_calls(("HassSetTemperature", arguments)), text("Set."))
+
+    await converse(hass, entry, "set the living room thermostat to 22 degrees")
+
+    assert hass.states.get(THERMOSTAT).attributes["temperature"] == 22
+    [tool_message] = tool_messages(scripted.chat_requests[1])
+    assert json.loads(tool_message["content"])["response_type"] == "action_done"
+
+
+NOT_DONE = {"en": "Sorry, I could not do that.", "fr": "Désolé, je n'ai pas pu le faire."}
+
+
+@pytest.mark.usefixtures("house")
+@pytest.mark.parametrize("language", ["en", "fr"])
+@pytest.mark.parametrize(
+    "after", [Reply(), text('{"name": "HassClimateSetTemperature", "argu')], ids=["silent", "cut"]
+)
+async def test_a_refused_action_then_silence_says_it_was_not_done(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    language: str,
+    after: Reply,
+) -> None:
+    """The thermostat takes 7-30 °C; the 0.5B model then writes nothing usable."""
+    scripted.add(tool_calls(("HassClimateSetTemperature", {"temperature": 45})), after)
+
+    result = await converse(hass, entry, "45 degrees in the living room", language=language)
+
+    assert hass.states.get(THERMOSTAT).attributes["temperature"] == 20
+    assert json.loads(tool_messages(scripted.chat_requests[1])[0]["content"])["error"]
+    assert speech(result) == NOT_DONE[language]
+
+
+async def test_a_refused_action_repeated_says_it_was_not_done(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    refused = tool_calls(("HassClimateSetTemperature", {"temperature": 45}))
+    scripted.add(refused, refused, refused)
+
+    result = await converse(hass, entry, "45 degrees in the living room")
+
+    assert len(scripted.chat_requests) == 2
+    assert speech(result) == NOT_DONE["en"]
+
+
+@pytest.mark.parametrize("name", ["HassTurn", "Hass", "HassLightTurnOn"])
+async def test_a_tool_name_meaning_no_single_tool_is_refused(
+    hass: HomeAssistant,
+    house: None,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    name: str,
+) -> None:
+    scripted.add(tool_calls((name, {"name": "Kitchen Light"})), text("No."))
+
+    await converse(hass, entry, "turn on the kitchen light")
+
+    assert hass.states.get(KITCHEN).state == "off"
+    [tool_message] = tool_messages(scripted.chat_requests[1])
+    assert json.loads(tool_message["content"])["error_text"].startswith(
+        f"There is no tool named {name!r}."
+    )
 
 
 async def test_retry_by_name_never_reaches_an_unexposed_entity(

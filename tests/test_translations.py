@@ -99,7 +99,10 @@ def test_french_is_translated_and_keeps_placeholders() -> None:
 
 
 @pytest.mark.parametrize(
-    "key", sorted({kind.value for kind in ErrorKind} | {"iteration_limit", "template_error"})
+    "key",
+    sorted(
+        {kind.value for kind in ErrorKind} | {"action_failed", "iteration_limit", "template_error"}
+    ),
 )
 @pytest.mark.parametrize("file", ["en.json", "fr.json"])
 def test_every_spoken_error_has_a_message(file: str, key: str) -> None:

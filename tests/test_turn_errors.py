@@ -373,6 +373,31 @@ async def test_unknown_tool(
     }
 
 
+async def test_unknown_tool_written_as_text(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    # Small models write calls as text, to tools they invent: the call gets the
+    # same error as a structured one, so the model can pick a real tool.
+    scripted.add(
+        text('{"name": "HassBrewCoffee", "arguments": {"strength": "strong"}}'),
+        text("I cannot make coffee."),
+    )
+    deltas: list[dict[str, Any]] = []
+    result = await converse(hass, entry, "Make me a strong coffee", deltas=deltas)
+    assert speech(result) == "I cannot make coffee."
+    assert not any("HassBrewCoffee" in delta.get("content", "") for delta in deltas)
+
+    (tool_result,) = tool_results(scripted.chat_requests[-1])
+    assert tool_result["error"] == "HomeAssistantError"
+    assert tool_result["error_text"].startswith(
+        "There is no tool named 'HassBrewCoffee'. The tools are: "
+    )
+    assert "HassTurnOn" in tool_result["error_text"]
+    assert_well_formed(
+        [*scripted.chat_requests[-1]["messages"], {"role": "user", "content": "next"}]
+    )
+
+
 async def test_unparsable_arguments_are_refused(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:

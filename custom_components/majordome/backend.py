@@ -280,13 +280,18 @@ _TOOL_CALL_TAGS = re.compile(r"</?tool_call>")
 def tool_calls_in_text(text: str, tool_names: Iterable[str]) -> list[llm.ToolInput] | None:
     """Read tool calls a model wrote as text (`{"name": ..., "arguments": ...}`).
 
-    Only calls to tools that exist count, so a reply that merely looks like JSON is
-    still spoken as text.
+    A call counts if it names a tool that exists, or has the shape of a call (a
+    name and arguments) to one that does not: that one then gets the unknown-tool
+    error with the list of real tools, as a structured call would, instead of the
+    turn ending without an answer. Anything else (an echoed tool result, a list of
+    devices) is not a call. Small models repeat a call until they run out of
+    tokens: the same call counts once and a cut-off last one is dropped.
     """
     body = _CODE_FENCE.sub("", _TOOL_CALL_TAGS.sub("\n", text).strip()).strip()
     decoder = json.JSONDecoder()
     known = set(tool_names)
     calls: list[llm.ToolInput] = []
+    seen: set[tuple[str, str]] = set()
     position = 0
     while position < len(body):
         if body[position].isspace() or body[position] == ",":
@@ -295,15 +300,32 @@ def tool_calls_in_text(text: str, tool_names: Iterable[str]) -> list[llm.ToolInp
         try:
             value, position = decoder.raw_decode(body, position)
         except ValueError:
+            if calls and body[position] in "{[":
+                break  # cut off by the token limit
             return None
         for item in value if isinstance(value, list) else [value]:
-            name = item.get("name") if isinstance(item, dict) else None
-            if not isinstance(name, str) or name not in known:
+            if not isinstance(item, dict) or not _is_call(item, known):
                 return None
             arguments = item.get("arguments", item.get("parameters", {}))
             raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-            calls.append(tool_input(None, name, raw))
+            if (item["name"], raw) not in seen:
+                seen.add((item["name"], raw))
+                calls.append(tool_input(None, item["name"], raw))
     return calls or None
+
+
+def _is_call(item: dict[str, Any], known: set[str]) -> bool:
+    """Whether a JSON object the model wrote is a tool call."""
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        return False
+    if name in known:
+        return True
+    arguments = item.get("arguments", item.get("parameters"))
+    return isinstance(arguments, (dict, str)) and set(item) <= _CALL_KEYS
+
+
+_CALL_KEYS = {"name", "arguments", "parameters", "id", "type"}
 
 
 # --- Requests --------------------------------------------------------------------

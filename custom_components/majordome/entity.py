@@ -265,7 +265,11 @@ class MajordomeEntity(Entity):
                 # Once an action succeeded, a model that falls silent or a follow-up
                 # call that fails (small models, llama.cpp's tool-call parser) should
                 # not make the user hear an apology for something that happened.
-                if not (answer := _answer_from_tools(chat_log, turn.turn_start)):
+                if err.kind is backend.ErrorKind.EMPTY_REPLY:
+                    answer = _answer_for_silence(chat_log, turn.turn_start)
+                else:
+                    answer = _answer_from_tools(chat_log, turn.turn_start)
+                if not answer:
                     raise
                 LOGGER.debug("Follow-up failed after a tool (%s): answering for the model", err)
                 return await self._async_answer_for_the_model(user_input, chat_log, *answer)
@@ -274,7 +278,7 @@ class MajordomeEntity(Entity):
             if _repeats_itself(chat_log, turn.turn_start):
                 # Small models loop on the same call; each lap grows the prompt.
                 LOGGER.debug("The model repeats its tool calls: ending the turn")
-                answer = _answer_from_tools(chat_log, turn.turn_start) or ("iteration_limit", "")
+                answer = _answer_for_silence(chat_log, turn.turn_start) or ("iteration_limit", "")
                 return await self._async_answer_for_the_model(user_input, chat_log, *answer)
         else:
             LOGGER.warning("Stopped after %d tool iterations", max_iterations)
@@ -512,6 +516,21 @@ def _answer_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> tuple
             and speech
         ):
             return ("", speech)
+    return None
+
+
+def _answer_for_silence(chat_log: conversation.ChatLog, turn_start: int) -> tuple[str, str] | None:
+    """What to say for a model that fell silent or went round in circles.
+
+    What its tools did, as above; else, when the last tool refused (a temperature out
+    of range, no such device), that it was not done: the user hears the truth about
+    the house rather than that the model said nothing.
+    """
+    if answer := _answer_from_tools(chat_log, turn_start):
+        return answer
+    for content in reversed(chat_log.content[turn_start:]):
+        if isinstance(content, conversation.ToolResultContent):
+            return ("action_failed", "") if "error" in content.tool_result else None
     return None
 
 

@@ -185,6 +185,13 @@ class MajordomeAPIInstance(llm.APIInstance):
                 f"{str(tool_input.tool_args[INVALID_ARGUMENTS_KEY])[:200]!r}. "
                 "Call the tool again with a JSON object."
             )
+        if all(tool.name != tool_input.tool_name for tool in self.tools) and (
+            real_name := _tool_meant(tool_input.tool_name, [tool.name for tool in self.tools])
+        ):
+            LOGGER.debug("No tool named %s: calling %s", tool_input.tool_name, real_name)
+            tool_input = llm.ToolInput(
+                tool_name=real_name, tool_args=tool_input.tool_args, id=tool_input.id
+            )
         if all(tool.name != tool_input.tool_name for tool in self.tools):
             hint = ""
             if _exposed_names(self.api.hass, tool_input.tool_name):
@@ -205,24 +212,62 @@ class MajordomeAPIInstance(llm.APIInstance):
                 llm.ToolInput(tool_name=tool_input.tool_name, tool_args=arguments, id=tool_input.id)
             )
         except intent.MatchFailedError:
-            # Small models decorate a right name with a made-up area or floor
-            # ("Kitchen Light" on floor "Kitchen"), or write the entity's id as its
-            # name ("hallway_light"). The name is the most specific target they give:
-            # try it alone once, as the entity's real name; exposure rules still apply.
-            by_name = {key: arguments[key] for key in _TARGET_BY_NAME if key in arguments}
-            if "name" not in by_name:
+            # Small models decorate a right target with made-up ones ("Kitchen Light"
+            # on floor "Kitchen", area "Living Room" on floor "Chambre d'amis"), or
+            # write the entity's id as its name ("hallway_light"). Try once with the
+            # most specific target alone (the name, as the entity's real name, else
+            # the area), keeping the settings; exposure rules still apply.
+            retry = _most_specific_target(self.api.hass, arguments)
+            if retry == arguments:
                 raise
-            if len(names := _exposed_names(self.api.hass, by_name["name"])) == 1:
-                by_name["name"] = names.pop()
-            if by_name == arguments:
-                raise
-            LOGGER.debug("No match for %s; retrying by name alone: %s", arguments, by_name)
+            LOGGER.debug("No match for %s; retrying with %s", arguments, retry)
             return await super().async_call_tool(
-                llm.ToolInput(tool_name=tool_input.tool_name, tool_args=by_name, id=tool_input.id)
+                llm.ToolInput(tool_name=tool_input.tool_name, tool_args=retry, id=tool_input.id)
             )
 
 
-_TARGET_BY_NAME = ("name", "domain")
+# Targets less specific than a name, then than an area.
+_BROADER_THAN_NAME = ("area", "floor", "device_class")
+_BROADER_THAN_AREA = ("floor",)
+
+
+def _most_specific_target(hass: HomeAssistant, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments with only their most specific target (name, else area)."""
+    if "name" in arguments:
+        retry = {k: v for k, v in arguments.items() if k not in _BROADER_THAN_NAME}
+        if (
+            isinstance(retry["name"], str)
+            and len(names := _exposed_names(hass, retry["name"])) == 1
+        ):
+            retry["name"] = names.pop()
+        return retry
+    if "area" in arguments:
+        return {k: v for k, v in arguments.items() if k not in _BROADER_THAN_AREA}
+    return arguments
+
+
+_CAMEL_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def _tool_meant(name: str, tool_names: list[str]) -> str | None:
+    """The one real tool an invented name abbreviates, if there is exactly one.
+
+    Small models drop a word of a long name ("HassSetTemperature" for
+    HassClimateSetTemperature): every word of theirs, in order, in one real name.
+    """
+    words = [word.casefold() for word in _CAMEL_WORD.findall(name)]
+    if len(words) < 2:
+        return None
+    meant = [real for real in tool_names if _in_order(words, _CAMEL_WORD.findall(real))]
+    return meant[0] if len(meant) == 1 else None
+
+
+def _in_order(words: list[str], real_words: list[str]) -> bool:
+    """Whether `words` appear in `real_words` in the same order (a subsequence)."""
+    remaining = iter(word.casefold() for word in real_words)
+    return all(word in remaining for word in words)
+
+
 # HassLightSet's settings. A light takes a color or a color temperature, never both: a
 # call with both is a small model filling every slot of the schema ("brightness 50,
 # color white, temperature 25" for "is the lamp on?"). Then only what the user said
