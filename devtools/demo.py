@@ -602,7 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=8192, help="the model's context size")
     args = parser.parse_args(argv)
     # SIGTERM stops the demo as Ctrl-C does: the children are stopped on the way out.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT too, even when started in the background (`scripts/demo &` in a script),
+    # where the shell makes the child ignore it and Python then leaves it ignored.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     try:
         run(args)
     except KeyboardInterrupt:

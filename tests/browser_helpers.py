@@ -65,12 +65,18 @@ class RunningDemo:
         )
 
 
-def start_demo(directory: Path) -> RunningDemo:
-    """Run `python -m devtools.demo` on a free port; return once it is set up."""
+def start_demo(directory: Path, launcher: Sequence[str] = ()) -> RunningDemo:
+    """Run `python -m devtools.demo` on a free port; return once it is set up.
+
+    `launcher`: a command prefix that execs the rest (the pid stays the demo's).
+    """
     log: list[str] = []
     process = ChildProcess("demo", stop_grace=60.0, tail_lines=200)
     process.start(
-        python_module(sys.executable, "devtools.demo", "--port", "0", "--dir", str(directory)),
+        [
+            *launcher,
+            *python_module(sys.executable, "devtools.demo", "--port", "0", "--dir", str(directory)),
+        ],
         cwd=REPO_ROOT,
         on_line=log.append,
     )
