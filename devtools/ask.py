@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 from pathlib import Path
 import sys
 from typing import Any
 
-from devtools.demo import DEFAULT_DIR, Connection, describe_change
+from devtools.demo import DEFAULT_DIR, Connection, describe_change, house_entity_ids
 from devtools.ha_api import HomeAssistantApi
-from devtools.house import house_devices
 
 TURN_TIMEOUT_S = 300.0  # the embedded model on a busy CPU
 SETTLE_S = 1.0  # state changes a tool call caused may land just after the answer
@@ -68,8 +66,7 @@ async def async_ask(
     connection: Connection, sentence: str, language: str, conversation_id: str | None
 ) -> int:
     """Run one turn and print it; the exit code."""
-    _, devices = house_devices("demo")
-    turn = Turn(frozenset(d.entity_id for d in devices))
+    turn = Turn(house_entity_ids())
     pipeline = connection.pipeline_fr if language == "fr" else connection.pipeline_en
     print(f"{BOLD}You:{RESET} {sentence}\n{BOLD}Majordome:{RESET} ", end="", flush=True)
     async with HomeAssistantApi(connection.url, connection.token) as api, api.websocket() as ws:
@@ -85,8 +82,7 @@ async def async_ask(
         )
         async with asyncio.timeout(TURN_TIMEOUT_S):
             await turn.done.wait()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.sleep(SETTLE_S)
+        await asyncio.sleep(SETTLE_S)
     if turn.error is not None:
         print(f"\n{BOLD}Error:{RESET} {turn.error}")
         return 1

@@ -414,6 +414,12 @@ def say(source: str, line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {source:<9} {line.rstrip()}", flush=True)
 
 
+def house_entity_ids() -> frozenset[str]:
+    """The demo house's devices: the entities whose changes the log and scripts/ask show."""
+    _, devices = house_devices("demo")
+    return frozenset(device.entity_id for device in devices)
+
+
 def describe_change(event: dict[str, Any], watched: frozenset[str]) -> str | None:
     """A state change of the house as one line, e.g. "Kitchen Light: off -> on"."""
     data = event["data"]
@@ -432,8 +438,7 @@ def describe_change(event: dict[str, Any], watched: frozenset[str]) -> str | Non
 
 async def async_watch(api: HomeAssistantApi) -> None:
     """Log the house's state changes and ignored utterances while HA runs."""
-    _, devices = house_devices("demo")
-    watched = frozenset(d.entity_id for d in devices)
+    watched = house_entity_ids()
 
     def on_state(event: dict[str, Any]) -> None:
         if line := describe_change(event, watched):

@@ -264,7 +264,8 @@ class MajordomeEntity(Entity):
                     continue
                 # Once an action succeeded, a model that falls silent or a follow-up
                 # call that fails (small models, llama.cpp's tool-call parser) should
-                # not make the user hear an apology for something that happened.
+                # not make the user hear an apology for something that happened; nor,
+                # when it fell silent, hear of the model rather than of a refused action.
                 if err.kind is backend.ErrorKind.EMPTY_REPLY:
                     answer = _answer_for_silence(chat_log, turn.turn_start)
                 else:

@@ -185,14 +185,15 @@ class MajordomeAPIInstance(llm.APIInstance):
                 f"{str(tool_input.tool_args[INVALID_ARGUMENTS_KEY])[:200]!r}. "
                 "Call the tool again with a JSON object."
             )
-        if all(tool.name != tool_input.tool_name for tool in self.tools) and (
-            real_name := _tool_meant(tool_input.tool_name, [tool.name for tool in self.tools])
+        tool_names = [tool.name for tool in self.tools]
+        if tool_input.tool_name not in tool_names and (
+            real_name := _tool_meant(tool_input.tool_name, tool_names)
         ):
             LOGGER.debug("No tool named %s: calling %s", tool_input.tool_name, real_name)
             tool_input = llm.ToolInput(
                 tool_name=real_name, tool_args=tool_input.tool_args, id=tool_input.id
             )
-        if all(tool.name != tool_input.tool_name for tool in self.tools):
+        if tool_input.tool_name not in tool_names:
             hint = ""
             if _exposed_names(self.api.hass, tool_input.tool_name):
                 # Small models put the device's name where the tool's name goes.
@@ -202,7 +203,7 @@ class MajordomeAPIInstance(llm.APIInstance):
                 )
             raise HomeAssistantError(
                 f"There is no tool named {tool_input.tool_name!r}.{hint} "
-                f"The tools are: {', '.join(tool.name for tool in self.tools)}."
+                f"The tools are: {', '.join(tool_names)}."
             )
         arguments = _said_settings(
             tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
