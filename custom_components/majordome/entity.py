@@ -17,10 +17,10 @@ from typing import Any
 from homeassistant.components import conversation
 from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import device_registry as dr, intent, llm, translation
+from homeassistant.helpers import device_registry as dr, intent, translation
 from homeassistant.helpers.entity import Entity
 
-from . import backend, memory, metacognition, prompt, tools
+from . import backend, compat, memory, metacognition, prompt, tools
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
@@ -48,22 +48,6 @@ from .const import (
     SCREEN_TIMEOUT,
 )
 from .models import SPOKEN_INPUT, MajordomeConfigEntry, TurnTrace
-
-# LLMContext lost `user_prompt` in 2025.7: build it from the fields this version has.
-_LLM_CONTEXT_FIELDS = {f.name for f in dataclasses.fields(llm.LLMContext)}
-
-
-def llm_context_for(user_input: conversation.ConversationInput) -> llm.LLMContext:
-    """Return the context the tools run in: Assist's, so exposure rules apply."""
-    values: dict[str, Any] = {
-        "platform": DOMAIN,
-        "context": user_input.context,
-        "user_prompt": user_input.text,
-        "language": user_input.language,
-        "assistant": conversation.DOMAIN,
-        "device_id": user_input.device_id,
-    }
-    return llm.LLMContext(**{k: v for k, v in values.items() if k in _LLM_CONTEXT_FIELDS})
 
 
 async def async_spoken_message(hass: HomeAssistant, language: str | None, key: str) -> str:
@@ -195,7 +179,7 @@ class MajordomeEntity(Entity):
             include_assist=options.get(CONF_LLM_HASS_API) == LLM_API_ASSIST,
             memory=self.entry.runtime_data.memory,
             utterance=user_input.text,
-        ).async_get_api_instance(llm_context_for(user_input))
+        ).async_get_api_instance(compat.llm_context(user_input, DOMAIN))
         extra_system_prompt = user_input.extra_system_prompt or chat_log.extra_system_prompt
         language = prompt.base_language(user_input.language)
         system_prompt = prompt.build_system_prompt(
@@ -492,7 +476,7 @@ def _an_action_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> boo
     for content in chat_log.content[turn_start:]:
         if not isinstance(content, conversation.ToolResultContent):
             continue
-        result = content.tool_result
+        result = compat.result_data(content)
         data = result.get("data")
         succeeded = data.get("success") if isinstance(data, dict) else True
         if result.get("response_type") == "action_done" and succeeded:
@@ -512,8 +496,8 @@ def _answer_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> tuple
     for content in reversed(chat_log.content[turn_start:]):
         if (
             isinstance(content, conversation.ToolResultContent)
-            and content.tool_name in tools.SPOKEN_TOOLS
-            and isinstance(speech := content.tool_result.get(tools.SPEECH_KEY), str)
+            and compat.base_tool_name(content.tool_name) in tools.SPOKEN_TOOLS
+            and isinstance(speech := compat.result_data(content).get(tools.SPEECH_KEY), str)
             and speech
         ):
             return ("", speech)
@@ -531,7 +515,7 @@ def _answer_for_silence(chat_log: conversation.ChatLog, turn_start: int) -> tupl
         return answer
     for content in reversed(chat_log.content[turn_start:]):
         if isinstance(content, conversation.ToolResultContent):
-            return ("action_failed", "") if "error" in content.tool_result else None
+            return ("action_failed", "") if compat.result_failed(content) else None
     return None
 
 

@@ -20,6 +20,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import TemplateError
 from homeassistant.helpers import llm, template
 
+from . import compat
 from .const import INVALID_ARGUMENTS_KEY, LOGGER
 
 # Home Assistant's own default instructions, word for word in English. Measured on the
@@ -87,7 +88,7 @@ def to_message(content: conversation.Content) -> dict[str, Any]:
         return {
             "role": "tool",
             "tool_call_id": content.tool_call_id,
-            "content": json.dumps(content.tool_result, ensure_ascii=False, default=str),
+            "content": json.dumps(compat.result_data(content), ensure_ascii=False, default=str),
         }
     if isinstance(content, conversation.AssistantContent):
         message: dict[str, Any] = {"role": "assistant", "content": content.content or ""}

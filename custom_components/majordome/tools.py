@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import voluptuous as vol
-from voluptuous_openapi import convert
 
 from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_should_expose
@@ -22,8 +21,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import intent, llm, translation
 from homeassistant.util import dt as dt_util, slugify
-from homeassistant.util.json import JsonObjectType
 
+from . import compat
 from .const import DOMAIN, INVALID_ARGUMENTS_KEY, LOGGER, MAJORDOME_API_ID
 from .memory import MemoryStore
 from .prompt import base_language
@@ -71,7 +70,13 @@ async def _async_sentence(
     return template.format(**values) if template else " ".join(values.values())
 
 
-class GetTimeTool(llm.Tool):
+class MajordomeTool(llm.Tool):
+    """A tool of Majordome's own (Home Assistant 2026.10+ asks each tool's integration)."""
+
+    integration = DOMAIN
+
+
+class GetTimeTool(MajordomeTool):
     """The current local time, in Home Assistant's time zone."""
 
     name = "get_time"
@@ -79,21 +84,23 @@ class GetTimeTool(llm.Tool):
 
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
-    ) -> JsonObjectType:
+    ) -> Any:
         """Read the clock."""
         now = dt_util.now()
         time = spoken_time(now, llm_context.language)
-        return {
-            "time": time,
-            "time_24h": now.strftime("%H:%M"),
-            "timezone": str(now.tzinfo),
-            # Ready to say: a small model may echo it, or Majordome says it for a
-            # model that falls silent (a query's answer is otherwise the model's to say).
-            SPEECH_KEY: await _async_sentence(hass, llm_context, "time_answer", time=time),
-        }
+        return compat.tool_result(
+            {
+                "time": time,
+                "time_24h": now.strftime("%H:%M"),
+                "timezone": str(now.tzinfo),
+                # Ready to say: a small model may echo it, or Majordome says it for a
+                # model that falls silent (a query's answer is otherwise the model's to say).
+                SPEECH_KEY: await _async_sentence(hass, llm_context, "time_answer", time=time),
+            }
+        )
 
 
-class GetDateTool(llm.Tool):
+class GetDateTool(MajordomeTool):
     """Today's date, or a date some days away ("tomorrow", "in three days")."""
 
     name = "get_date"
@@ -107,19 +114,21 @@ class GetDateTool(llm.Tool):
 
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
-    ) -> JsonObjectType:
+    ) -> Any:
         """Read the calendar."""
         args = self.parameters(tool_input.tool_args)
         day = dt_util.now() + timedelta(days=args.get("days_from_today", 0))
         date = spoken_date(day, llm_context.language)
-        return {
-            "date": date,
-            "iso_date": day.date().isoformat(),
-            SPEECH_KEY: await _async_sentence(hass, llm_context, "date_answer", date=date),
-        }
+        return compat.tool_result(
+            {
+                "date": date,
+                "iso_date": day.date().isoformat(),
+                SPEECH_KEY: await _async_sentence(hass, llm_context, "date_answer", date=date),
+            }
+        )
 
 
-class _MemoryTool(llm.Tool):
+class _MemoryTool(MajordomeTool):
     """A tool that writes this entry's memory; takes one `fact`."""
 
     parameters = vol.Schema({vol.Required("fact"): vol.All(str, vol.Length(min=1))})
@@ -144,11 +153,11 @@ class RememberTool(_MemoryTool):
 
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
-    ) -> JsonObjectType:
+    ) -> Any:
         """Store the fact."""
         fact = self.fact(tool_input)
         self.store.remember(fact)
-        return {"response_type": "action_done", "remembered": fact}
+        return compat.tool_result({"response_type": "action_done", "remembered": fact})
 
 
 class ForgetTool(_MemoryTool):
@@ -159,16 +168,18 @@ class ForgetTool(_MemoryTool):
 
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
-    ) -> JsonObjectType:
+    ) -> Any:
         """Remove the matching facts."""
         if not (removed := self.store.forget(self.fact(tool_input))):
             raise HomeAssistantError("No remembered fact matches that.")
-        return {"response_type": "action_done", "forgotten": "; ".join(removed)}
+        return compat.tool_result({"response_type": "action_done", "forgotten": "; ".join(removed)})
 
 
 MAJORDOME_TOOLS: tuple[type[llm.Tool], ...] = (GetTimeTool, GetDateTool)
-# The tools whose result holds its answer as a sentence (SPEECH_KEY).
-SPOKEN_TOOLS = frozenset({GetTimeTool.name, GetDateTool.name})
+# Home Assistant's own clock tool (2025.11+): where Assist offers it, ours are not offered.
+DATE_TIME_TOOL = "GetDateTime"
+# The tools whose result holds its answer as a sentence (SPEECH_KEY), by base name.
+SPOKEN_TOOLS = frozenset({GetTimeTool.name, GetDateTool.name, DATE_TIME_TOOL})
 
 
 @dataclass
@@ -177,7 +188,7 @@ class MajordomeAPIInstance(llm.APIInstance):
 
     utterance: str = ""  # what the user said this turn: the settings they asked for
 
-    async def async_call_tool(self, tool_input: llm.ToolInput) -> JsonObjectType:
+    async def async_call_tool(self, tool_input: llm.ToolInput) -> Any:
         """Refuse unparsable arguments and unknown tools with a helpful message."""
         if INVALID_ARGUMENTS_KEY in tool_input.tool_args:
             raise HomeAssistantError(
@@ -187,7 +198,8 @@ class MajordomeAPIInstance(llm.APIInstance):
             )
         tool_names = [tool.name for tool in self.tools]
         if tool_input.tool_name not in tool_names and (
-            real_name := _tool_meant(tool_input.tool_name, tool_names)
+            real_name := compat.tool_named(tool_input.tool_name, tool_names)
+            or _tool_meant(tool_input.tool_name, tool_names)
         ):
             LOGGER.debug("No tool named %s: calling %s", tool_input.tool_name, real_name)
             tool_input = llm.ToolInput(
@@ -197,9 +209,13 @@ class MajordomeAPIInstance(llm.APIInstance):
             hint = ""
             if _exposed_names(self.api.hass, tool_input.tool_name):
                 # Small models put the device's name where the tool's name goes.
+                turn_on, turn_off = (
+                    compat.tool_named(name, tool_names) or name
+                    for name in ("HassTurnOn", "HassTurnOff")
+                )
                 hint = (
                     f" {tool_input.tool_name!r} is a device, not a tool: pass it as the "
-                    "`name` argument of a tool such as HassTurnOn or HassTurnOff."
+                    f"`name` argument of a tool such as {turn_on} or {turn_off}."
                 )
             raise HomeAssistantError(
                 f"There is no tool named {tool_input.tool_name!r}.{hint} "
@@ -209,7 +225,7 @@ class MajordomeAPIInstance(llm.APIInstance):
             tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
         )
         try:
-            return await super().async_call_tool(
+            result = await super().async_call_tool(
                 llm.ToolInput(tool_name=tool_input.tool_name, tool_args=arguments, id=tool_input.id)
             )
         except intent.MatchFailedError:
@@ -222,9 +238,20 @@ class MajordomeAPIInstance(llm.APIInstance):
             if retry == arguments:
                 raise
             LOGGER.debug("No match for %s; retrying with %s", arguments, retry)
-            return await super().async_call_tool(
+            result = await super().async_call_tool(
                 llm.ToolInput(tool_name=tool_input.tool_name, tool_args=retry, id=tool_input.id)
             )
+        if compat.base_tool_name(tool_input.tool_name) == DATE_TIME_TOOL:
+            # Home Assistant's own clock (2025.11+), made ready to say like ours.
+            now = dt_util.now()
+            compat.as_data(result)[SPEECH_KEY] = await _async_sentence(
+                self.api.hass,
+                self.llm_context,
+                "date_time_answer",
+                time=spoken_time(now, self.llm_context.language),
+                date=spoken_date(now, self.llm_context.language),
+            )
+        return result
 
 
 # Targets less specific than a name, then than an area.
@@ -256,10 +283,14 @@ def _tool_meant(name: str, tool_names: list[str]) -> str | None:
     Small models drop a word of a long name ("HassSetTemperature" for
     HassClimateSetTemperature): every word of theirs, in order, in one real name.
     """
-    words = [word.casefold() for word in _CAMEL_WORD.findall(name)]
+    words = [word.casefold() for word in _CAMEL_WORD.findall(compat.base_tool_name(name))]
     if len(words) < 2:
         return None
-    meant = [real for real in tool_names if _in_order(words, _CAMEL_WORD.findall(real))]
+    meant = [
+        real
+        for real in tool_names
+        if _in_order(words, _CAMEL_WORD.findall(compat.base_tool_name(real)))
+    ]
     return meant[0] if len(meant) == 1 else None
 
 
@@ -291,7 +322,7 @@ _COLOR_WORDS = {
 def _said_settings(tool_name: str, arguments: dict[str, Any], utterance: str) -> dict[str, Any]:
     """HassLightSet's arguments without the settings a slot-filling model made up."""
     if (
-        tool_name != "HassLightSet"
+        compat.base_tool_name(tool_name) != "HassLightSet"
         or not utterance
         or not {"color", "temperature"} <= arguments.keys()
     ):
@@ -371,7 +402,7 @@ class MajordomeAPI(llm.API):
         the embedded 0.5B model, sorting them by name (HassLightSet before HassTurnOn)
         cost accuracy, 2-3 right calls out of 12 against 5. Ours follow, sorted.
         """
-        ours: dict[str, llm.Tool] = {tool.name: tool() for tool in MAJORDOME_TOOLS}
+        ours: dict[str, llm.Tool] = {}
         if self.memory is not None:
             ours.update(
                 (tool.name, tool) for tool in (RememberTool(self.memory), ForgetTool(self.memory))
@@ -382,8 +413,9 @@ class MajordomeAPI(llm.API):
         if self.include_assist:
             assist = await llm.async_get_api(self.hass, llm.LLM_API_ASSIST, llm_context)
             api_prompt, serializer = assist.api_prompt, assist.custom_serializer
-            # Ours win a name clash: a newer Home Assistant may add its own date tool.
             theirs = [tool for tool in assist.tools if tool.name not in ours]
+        if not any(compat.base_tool_name(tool.name) == DATE_TIME_TOOL for tool in theirs):
+            ours.update((tool.name, tool()) for tool in MAJORDOME_TOOLS)
         return MajordomeAPIInstance(
             api=self,
             api_prompt=api_prompt,
@@ -402,7 +434,7 @@ def format_tools(api: llm.APIInstance) -> list[dict[str, Any]]:
             "function": {
                 "name": tool.name,
                 "description": tool.description or "",
-                "parameters": convert(tool.parameters, custom_serializer=api.custom_serializer),
+                "parameters": compat.tool_schema(tool.parameters, api.custom_serializer),
             },
         }
         for tool in api.tools

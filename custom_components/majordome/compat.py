@@ -1,0 +1,148 @@
+"""What differs between the Home Assistant releases Majordome supports (2025.4 to the newest).
+
+Found by feature detection, in one place: the rest of the code speaks one dialect.
+
+- Tool schemas: voluptuous-openapi until 2026.8, probatio from 2026.9 (which no longer
+  ships voluptuous-openapi).
+- Tool names: `HassTurnOn` until 2026.8, `intent__HassTurnOn` from 2026.9. Majordome
+  matches names by their base (`base_tool_name`), whatever the prefix.
+- Tool results: a JSON object until 2026.9, an `llm.ToolResult(data, error)` from 2026.10,
+  read back from `ToolResultContent.result` instead of `.tool_result`.
+- The date and time: Assist offers `GetDateTime` from 2025.11; Majordome's own clock tools
+  are only offered where it does not.
+- Chat sessions: an owner context from 2026.11; a second turn in a busy conversation raises
+  `ConversationBusyError` from 2026.11.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+import dataclasses
+import inspect
+from typing import Any
+
+from homeassistant.components import conversation
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import chat_session, llm
+from homeassistant.util.json import JsonObjectType
+
+try:  # Home Assistant 2026.9+
+    from probatio import to_openapi as _to_openapi
+
+    def tool_schema(schema: Any, custom_serializer: Callable[[Any], Any] | None) -> Any:
+        """A tool's parameters as an OpenAPI schema."""
+        return _to_openapi(schema, custom_serializer=custom_serializer, openapi_version="3.1.0")
+
+except ImportError:  # Home Assistant 2025.4 - 2026.8
+    from voluptuous_openapi import convert as _convert
+
+    def tool_schema(schema: Any, custom_serializer: Callable[[Any], Any] | None) -> Any:
+        """A tool's parameters as an OpenAPI schema."""
+        return _convert(schema, custom_serializer=custom_serializer)
+
+
+# --- Tool names -------------------------------------------------------------------
+
+TOOL_PREFIX_SEPARATOR = "__"
+
+
+def base_tool_name(name: str) -> str:
+    """A tool's name without the integration prefix of 2026.9+: HassTurnOn."""
+    return name.rpartition(TOOL_PREFIX_SEPARATOR)[2]
+
+
+def tool_named(name: str, tool_names: list[str]) -> str | None:
+    """The real tool a name designates: itself, or the one tool with that base name.
+
+    Small models write `HassTurnOn` for `intent__HassTurnOn` (and the reverse).
+    """
+    if name in tool_names:
+        return name
+    wanted = base_tool_name(name)
+    matches = [real for real in tool_names if base_tool_name(real) == wanted]
+    return matches[0] if len(matches) == 1 else None
+
+
+# --- Tool results -----------------------------------------------------------------
+
+HAS_TOOL_RESULT = hasattr(llm, "ToolResult")
+_RESULT_IS_FIELD = "result" in {f.name for f in dataclasses.fields(conversation.ToolResultContent)}
+
+
+def tool_result(data: JsonObjectType) -> Any:
+    """What a tool returns: an `llm.ToolResult` where it exists, else the JSON object."""
+    return llm.ToolResult(data=data) if HAS_TOOL_RESULT else data  # type: ignore[attr-defined]
+
+
+def result_data(content: conversation.ToolResultContent) -> JsonObjectType:
+    """The JSON object of a tool's result, as the model reads it."""
+    if _RESULT_IS_FIELD:
+        data: JsonObjectType = content.result.data  # type: ignore[attr-defined]
+        return data
+    return content.tool_result
+
+
+def result_failed(content: conversation.ToolResultContent) -> bool:
+    """Whether the tool failed (HA writes {"error": ..., "error_text": ...})."""
+    if _RESULT_IS_FIELD and content.result.error:  # type: ignore[attr-defined]
+        return True
+    return "error" in result_data(content)
+
+
+def as_data(result: Any) -> JsonObjectType:
+    """The JSON object of what `APIInstance.async_call_tool` returned, on any release."""
+    if HAS_TOOL_RESULT and isinstance(result, llm.ToolResult):  # type: ignore[attr-defined]
+        data: JsonObjectType = result.data
+        return data
+    assert isinstance(result, dict)
+    return result
+
+
+# --- Contexts and sessions ---------------------------------------------------------
+
+_LLM_CONTEXT_FIELDS = {f.name for f in dataclasses.fields(llm.LLMContext)}
+
+
+def llm_context(user_input: conversation.ConversationInput, domain: str) -> llm.LLMContext:
+    """The context tools run in: Assist's, so exposure rules apply.
+
+    LLMContext lost `user_prompt` in 2025.7 and gained `agent_id` in 2026.11: it is
+    built from the fields this release has.
+    """
+    values: dict[str, Any] = {
+        "platform": domain,
+        "context": user_input.context,
+        "user_prompt": user_input.text,
+        "language": user_input.language,
+        "assistant": conversation.DOMAIN,
+        "device_id": user_input.device_id,
+        "agent_id": user_input.agent_id,
+    }
+    return llm.LLMContext(**{k: v for k, v in values.items() if k in _LLM_CONTEXT_FIELDS})
+
+
+_SESSION_TAKES_CONTEXT = (
+    "context" in inspect.signature(chat_session.async_get_chat_session).parameters
+)
+
+
+@contextmanager
+def chat_session_for(
+    hass: HomeAssistant, conversation_id: str | None, context: Context
+) -> Iterator[chat_session.ChatSession]:
+    """A chat session, owned by the user's context where the release records it."""
+    if _SESSION_TAKES_CONTEXT:
+        session = chat_session.async_get_chat_session(hass, conversation_id, context=context)  # type: ignore[call-arg]
+    else:
+        session = chat_session.async_get_chat_session(hass, conversation_id)
+    with session as opened:
+        yield opened
+
+
+# Raised by Home Assistant 2026.11+ when a conversation already has a turn running.
+BUSY_ERRORS: tuple[type[Exception], ...] = tuple(
+    error
+    for error in (getattr(conversation, "ConversationBusyError", None),)
+    if isinstance(error, type) and issubclass(error, Exception)
+)
