@@ -1,11 +1,12 @@
 """A demo house for Home Assistant, defined as data, in English and French.
 
 Only YAML-configured core integrations that need no network are used: template
-lights, switches and sensors (modern ``template:`` format), template covers
-(legacy platform: 2025.4 has no modern template cover), generic_thermostat and
-universal media players (no children: commands and templates only). Each device
-keeps its state in an ``input_boolean``/``input_number``/``input_select`` helper,
-so acting on it really changes its state. Helpers are not exposed to Assist.
+lights, switches and sensors (modern ``template:`` format), template covers (modern
+format where Home Assistant has it, else the legacy ``cover:`` platform: see
+``modern_template_covers``), generic_thermostat and universal media players (no
+children: commands and templates only). Each device keeps its state in an
+``input_boolean``/``input_number``/``input_select`` helper, so acting on it really
+changes its state. Helpers are not exposed to Assist.
 
 Sizes: "demo" (8 areas, 23 entities, 21 exposed: lights, switches, covers, a
 thermostat, sensors, two media players) and "bench" (the first 13 demo devices,
@@ -17,7 +18,10 @@ unexposed ``light.garage_light``; the demo also hides ``switch.alarme`` (on).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
+
+import voluptuous as vol
 
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.core import HomeAssistant
@@ -238,13 +242,50 @@ def _boolean_action(device: Device, service: str) -> dict[str, Any]:
     }
 
 
+@cache
+def modern_template_covers() -> bool:
+    """Whether the template integration takes covers under its own key (``template: - cover:``).
+
+    Home Assistant 2025.4 only has the legacy ``cover: - platform: template``, which 2026.10
+    refuses. The section schema is asked about an empty list: a template needs a running
+    hass to be validated. (Where HA uses probatio, ``voluptuous`` is its shim: same ``Invalid``.)
+    """
+    from homeassistant.components.template.config import CONFIG_SECTION_SCHEMA
+
+    try:
+        CONFIG_SECTION_SCHEMA({"cover": []})
+    except vol.Invalid:
+        return False
+    return True
+
+
+def _place_covers(
+    covers: dict[str, dict[str, Any]], template: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Put the template covers (modern format, by object id) where this HA takes them.
+
+    Modern: in the ``template:`` section (``template`` is changed); returns no other key.
+    Legacy: returns the ``cover:`` platform config, keyed by object id, legacy key names.
+    Either way the entity ids, names and actions are the same.
+    """
+    if modern_template_covers():
+        template["cover"] = list(covers.values())
+        return {}
+    legacy_keys = {"name": "friendly_name", "position": "position_template"}
+    legacy = {
+        oid: {legacy_keys.get(key, key): value for key, value in cover.items()}
+        for oid, cover in covers.items()
+    }
+    return {"cover": [{"platform": "template", "covers": legacy}]}
+
+
 def house_config(size: Size) -> dict[str, Any]:
     """YAML configuration (as a dict) of every integration the house needs."""
     _, devices = house_devices(size)
     booleans: dict[str, Any] = {}
     numbers: dict[str, Any] = {}
     template: dict[str, list[dict[str, Any]]] = {"light": [], "switch": [], "sensor": []}
-    covers: dict[str, Any] = {}
+    covers: dict[str, dict[str, Any]] = {}  # object id -> modern template cover
     thermostats: list[dict[str, Any]] = []
     selects: dict[str, Any] = {}
     players: list[dict[str, Any]] = []
@@ -290,9 +331,9 @@ def house_config(size: Size) -> dict[str, Any]:
         elif dev.domain == "cover":
             numbers[oid] = {**helper, "min": 0, "max": 100, "step": 1, "initial": dev.initial}
             covers[oid] = {
-                "friendly_name": dev.name,
+                "name": dev.name,
                 "unique_id": f"majordome_dev_{oid}",
-                "position_template": f"{{{{ {_helper_value(dev)} | int(0) }}}}",
+                "position": f"{{{{ {_helper_value(dev)} | int(0) }}}}",
                 "open_cover": _set_number(dev, 100),
                 "close_cover": _set_number(dev, 0),
                 "set_cover_position": _set_number(dev, "{{ position }}"),
@@ -325,11 +366,12 @@ def house_config(size: Size) -> dict[str, Any]:
                 }
             )
 
+    cover_platform = _place_covers(covers, template)  # before the template section is made
     config: dict[str, Any] = {
         "input_boolean": booleans,
         "input_number": numbers,
         "template": [{k: v for k, v in template.items() if v}],
-        "cover": [{"platform": "template", "covers": covers}],
+        **cover_platform,
         "climate": thermostats,
     }
     if players:  # only then: the bench house sets up exactly what it did before
@@ -372,7 +414,8 @@ async def async_setup_house(hass: HomeAssistant, size: Size = "demo") -> House:
     config = house_config(size)
     # Helpers first: the templates, thermostats and media players read them when they start.
     for domain in HOUSE_DOMAINS:
-        if domain not in config:  # input_select and media_player: only with media players
+        # input_select and media_player: only with media players; cover: legacy covers only.
+        if domain not in config:
             continue
         if not await async_setup_component(hass, domain, config):
             raise RuntimeError(f"house: setup of {domain} failed")
