@@ -7,7 +7,8 @@ Wyoming server (real protocol, real TCP), so what is said and when is exact.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 import json
 from pathlib import Path
 import random
@@ -24,6 +25,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
+from custom_components.majordome import compat
 from custom_components.majordome.const import (
     CONF_STT_SERVER,
     CONF_TTS_SERVER,
@@ -36,7 +38,9 @@ from custom_components.majordome.voice import endpoint, wyoming_client
 from custom_components.majordome.voice.wyoming_client import SpeechErrorKind
 from devtools.scripted_server import ScriptedServer, error, text
 from devtools.scripted_wyoming import ScriptedWyoming
-from homeassistant.core import HomeAssistant
+from homeassistant.components import conversation
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers.chat_session import ChatSession
 
 from .helpers import running_wyoming, user_messages
 from .pipeline_helpers import VOICE_ENTRY_OPTIONS
@@ -700,6 +704,134 @@ async def test_typed_text_while_speaking_also_interrupts(
         i["text"] for i in voice.since(after) if isinstance(i, dict) and i["type"] == "sentence"
     ]
     assert sentences == ["Sure."]
+
+
+async def test_barge_in_during_a_running_turn_is_answered_once_it_ends(
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    speech_server: ScriptedWyoming,
+    entry: MockConfigEntry,
+) -> None:
+    """A new request while the model still writes the last answer: no error, the answer.
+
+    The interrupted turn runs to its end; the new one starts after it (Home Assistant
+    2026.11 refuses a second turn in a busy conversation, and before it the two turns
+    would each have stored their own history).
+    """
+    await hear_long_reply_start(voice, scripted, speech_server, synth_delay_s=0, chunk_delay_s=0.3)
+    first_turn = entry.runtime_data.last_turn
+    assert first_turn is not None
+    assert first_turn.total_s == 0  # still running: the model writes on
+
+    scripted.add(text("It is ten."))
+    await voice.send(type="text", text="What time is it?")
+    await voice.until("interrupted")
+    end = await voice.until("reply_end")
+
+    assert end["text"] == "It is ten."
+    assert not voice.of_type("error")
+    assert first_turn.total_s > 0
+    assert first_turn.error is None
+    # The second request left once the first turn had ended, with the whole exchange.
+    assert scripted.requests[-1].received >= first_turn.started + first_turn.total_s
+    assert_history_after_long_reply(scripted, "What time is it?")
+
+
+async def test_the_chat_session_is_opened_for_the_user(
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    hass_admin_user: MockUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user's context opens the session: Home Assistant 2026.11 makes them its owner."""
+    owners: list[str | None] = []
+    open_session = compat.chat_session_for
+
+    @contextmanager
+    def recording(
+        hass: HomeAssistant, conversation_id: str | None, context: Context
+    ) -> Iterator[ChatSession]:
+        owners.append(context.user_id)
+        with open_session(hass, conversation_id, context) as session:
+            yield session
+
+    monkeypatch.setattr(compat, "chat_session_for", recording)
+    await assert_answers(voice, scripted, "Is the light on?", "It is on.")
+    await assert_answers(voice, scripted, "And the fan?", "It is off.")
+    assert owners == [hass_admin_user.id, hass_admin_user.id]
+
+
+class _Busy(Exception):
+    """Stands for Home Assistant 2026.11's ConversationBusyError, on every release."""
+
+
+@pytest.fixture
+def busy_for(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The endpoint's next N turns find the conversation busy (another client's turn).
+
+    The returned list holds N; set it to change how many. Like 2026.11, the error is
+    raised when the turn opens the conversation's chat log.
+    """
+    remaining = [0]
+    open_chat_log = conversation.async_get_chat_log
+
+    @contextmanager
+    def busy_chat_log(*args: Any, **kwargs: Any) -> Iterator[conversation.ChatLog]:
+        if kwargs.get("chat_log_delta_listener") is not None and remaining[0] > 0:
+            remaining[0] -= 1
+            raise _Busy("This conversation is busy with another message")
+        with open_chat_log(*args, **kwargs) as chat_log:
+            yield chat_log
+
+    monkeypatch.setattr(compat, "BUSY_ERRORS", (*compat.BUSY_ERRORS, _Busy))
+    monkeypatch.setattr(conversation, "async_get_chat_log", busy_chat_log)
+    monkeypatch.setattr(endpoint, "BUSY_RETRY_S", 0.05)
+    return remaining
+
+
+async def test_a_conversation_busy_for_a_moment_is_answered(
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    busy_for: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    busy_for[0] = 3
+    await assert_answers(voice, scripted, "Is the light on?", "It is on.")
+    assert busy_for == [0]
+    assert len(scripted.chat_requests) == 1
+    assert not voice.of_type("error")
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+async def test_a_conversation_that_stays_busy_is_a_clear_error(
+    *,
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    speech_server: ScriptedWyoming,
+    busy_for: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    language: str,
+) -> None:
+    monkeypatch.setattr(endpoint, "BUSY_WAIT_S", 0.3)
+    busy_for[0] = 1000
+    started = time.monotonic()
+    await voice.send(type="text", text="Is the light on?", language=language)
+    failure = await voice.until("error")
+    assert 0.3 <= time.monotonic() - started < QUICKLY_S
+    assert failure == {
+        "type": "error",
+        "code": "conversation_busy",
+        "message": spoken_message("conversation_busy", language),
+    }
+    await voice.quiet(0.2)
+    assert scripted.chat_requests == []
+    assert speech_server.synthesized == []
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+    busy_for[0] = 0  # the other client's turn has ended
+    await assert_answers(voice, scripted, "Is the light on?", "It is on.")
 
 
 # --- Failures -----------------------------------------------------------------------------

@@ -20,6 +20,9 @@ Server -> client:
     followed by one binary frame of PCM; audio_end {"index"}
     reply_end {"text", "conversation_id", "continue_conversation", "timings"}
     interrupted; stopped; error {"code", "message"}
+
+A conversation has one turn at a time: after a barge-in, the new turn starts when the
+interrupted one (which still runs to its end, so the history stays whole) has ended.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from homeassistant.components import conversation
 from homeassistant.components.http.const import KEY_HASS_USER
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import chat_session, entity_registry as er
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.http import KEY_AUTHENTICATED, KEY_HASS, HomeAssistantView
 
+from .. import compat
 from ..const import CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE, DOMAIN, LOGGER, VOICE_URL
 from ..entity import async_spoken_message
 from ..models import SPOKEN_INPUT, MajordomeConfigEntry
@@ -50,6 +54,9 @@ from .speaker import Speaker
 from .wyoming_client import ServerAddress, SpeechError, Transcription
 
 AUTH_TIMEOUT = 10.0
+# How long a conversation busy with another client's turn is retried before giving up.
+BUSY_WAIT_S = 5.0
+BUSY_RETRY_S = 0.2
 MAX_MESSAGE_BYTES = 1 << 20  # one frame of audio or text; a 100 kB message is fine
 # Said alone, these stop the reply being spoken and are not sent to the model.
 STOP_WORDS = frozenset(
@@ -114,6 +121,8 @@ class VoiceConnection:
         self._utterance: Transcription | None = None
         self._utterance_language: str | None = None
         self._reply: asyncio.Task[None] | None = None
+        # The last turn started: it may outlive its reply (a barge-in), never the next turn.
+        self._turn: asyncio.Future[conversation.ConversationResult] | None = None
 
     # --- Connection -----------------------------------------------------------------
 
@@ -139,7 +148,7 @@ class VoiceConnection:
             self._outbox.put_nowait((self._generation, None))  # the writer ends there
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(writer, 5)
-            await self._socket.close()
+            await _async_close(self._socket)
 
     async def _async_authenticate(self) -> User | None:
         await self._socket.send_json({"type": "auth_required"})
@@ -334,11 +343,13 @@ class VoiceConnection:
         reply = _StreamedReply(speaker)
         timings: dict[str, float] = {"transcript_s": time.monotonic() - ended}
         try:
-            # The turn runs on even if the user barges in: its history stays whole.
-            turn = asyncio.ensure_future(
-                self._async_turn(entry, text, language, reply.listener(self._send, generation))
+            result = await self._async_run_turn(
+                entry, text, language, reply.listener(self._send, generation)
             )
-            result = await asyncio.shield(turn)
+            if result is None:  # the conversation stayed busy: the user was told
+                if speaker is not None:
+                    speaker.cancel()
+                return
             speech = result.response.speech.get("plain", {}).get("speech", "")
             if not speech:  # screened out: nothing is said
                 if speaker is not None:
@@ -374,6 +385,44 @@ class VoiceConnection:
             }
         )
 
+    async def _async_run_turn(
+        self,
+        entry: MajordomeConfigEntry,
+        text: str,
+        language: str,
+        listener: Callable[[conversation.ChatLog, dict[str, Any]], None],
+    ) -> conversation.ConversationResult | None:
+        """The turn's result once the conversation is free; None if it stayed busy.
+
+        One turn at a time: Home Assistant 2026.11 refuses a second one in a busy
+        conversation (ConversationBusyError), and before it both turns would store
+        their own copy of the history, one losing the other's exchange. The turn a
+        barge-in interrupted is awaited; a turn of another client of the same
+        conversation is waited out for BUSY_WAIT_S, then the user is told.
+        """
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:
+            while (previous := self._turn) is not None and not previous.done():
+                await asyncio.wait([previous])  # its failure is its own reply's to tell
+            # Once started, the turn runs on even if the user barges in: its history
+            # stays whole.
+            turn = asyncio.ensure_future(self._async_turn(entry, text, language, listener))
+            self._turn = turn
+            try:
+                return await asyncio.shield(turn)
+            except compat.BUSY_ERRORS:
+                if time.monotonic() >= deadline:
+                    LOGGER.warning(
+                        "Conversation %s stayed busy: turn dropped", self._conversation_id
+                    )
+                    message = await async_spoken_message(self.hass, language, "conversation_busy")
+                    self._send_error("conversation_busy", message)
+                    return None
+            except asyncio.CancelledError:
+                turn.add_done_callback(_log_interrupted_failure)
+                raise
+            await asyncio.sleep(BUSY_RETRY_S)
+
     async def _async_turn(
         self,
         entry: MajordomeConfigEntry,
@@ -385,21 +434,41 @@ class VoiceConnection:
         agent_id = er.async_get(self.hass).async_get_entity_id(
             conversation.DOMAIN, DOMAIN, entry.entry_id
         )
+        context = Context(user_id=self._user.id if self._user else None)
         SPOKEN_INPUT.set(True)  # this task's own context: the flag ends with it
         with (
-            chat_session.async_get_chat_session(self.hass, self._conversation_id) as session,
+            # The user's context: Home Assistant 2026.11 records them as the session's owner.
+            compat.chat_session_for(self.hass, self._conversation_id, context) as session,
             conversation.async_get_chat_log(self.hass, session, chat_log_delta_listener=listener),
         ):
             # Known now, not when the turn ends: a barge-in must not lose the conversation.
             self._conversation_id = session.conversation_id
             return await conversation.async_converse(
-                self.hass,
-                text,
-                session.conversation_id,
-                Context(user_id=self._user.id if self._user else None),
-                language,
-                agent_id=agent_id,
+                self.hass, text, session.conversation_id, context, language, agent_id=agent_id
             )
+
+
+async def _async_close(socket: web.WebSocketResponse) -> None:
+    """Close the websocket, and stop its heartbeat for good.
+
+    From aiohttp 3.14, every read from the client re-arms the heartbeat (a callback of
+    the protocol), even once the socket is closed. When the server closes first (a
+    refused login), the client's answer to the close re-arms it: the closed response
+    would stay referenced for 30 s, and then ping a closed socket. Once close() has
+    returned, the transport is closed: nothing re-arms it again.
+    """
+    try:
+        await socket.close()
+    finally:
+        stop_heartbeat = getattr(socket, "_cancel_heartbeat", None)  # no public way
+        if callable(stop_heartbeat):
+            stop_heartbeat()
+
+
+def _log_interrupted_failure(turn: asyncio.Future[conversation.ConversationResult]) -> None:
+    """Log how a turn failed after the user barged in: no reply awaits it any more."""
+    if not turn.cancelled() and (err := turn.exception()) is not None:
+        LOGGER.warning("A voice turn failed after it was interrupted: %s", err, exc_info=err)
 
 
 class _StreamedReply:
