@@ -4,16 +4,37 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+import importlib
 import json
 from typing import Any
 
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.majordome.tools import GetTimeTool
 from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.auth.models import User
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import chat_session
+
+
+def _assist_tool_name(module: str, name: str) -> str | None:
+    """The name of one of Assist's tools on this release, if it has it."""
+    try:
+        return str(getattr(importlib.import_module(module), name).name)
+    except (ImportError, AttributeError):
+        return None
+
+
+# The clock the model reads: Home Assistant's GetDateTime where Assist offers it
+# (2025.11+; `llm__GetDateTime` from 2026.9), else Majordome's own.
+CLOCK_TOOL = (
+    _assist_tool_name("homeassistant.components.llm.llm", "GetDateTimeTool")
+    or _assist_tool_name("homeassistant.helpers.llm", "GetDateTimeTool")
+    or GetTimeTool.name
+)
+# Assist's intent tools are prefixed with their integration from 2026.9.
+TURN_ON_TOOL = "intent__HassTurnOn" if CLOCK_TOOL.startswith("llm__") else "HassTurnOn"
 
 
 async def converse(

@@ -7,7 +7,6 @@ an exception, and leave the history well formed for the next turn.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 import json
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,13 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_TIMEOUT
+from custom_components.majordome.tools import SPEECH_KEY
 from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
 from homeassistant.components import conversation
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.helpers import intent
-from homeassistant.util import dt as dt_util
 
-from .helpers import converse, speech, tool_results
+from .helpers import CLOCK_TOOL, TURN_ON_TOOL, converse, speech, tool_results
 
 COMPONENT = Path(__file__).parent.parent / "custom_components" / "majordome"
 SENTENCES = {
@@ -301,8 +300,8 @@ async def test_failure_after_tool_keeps_history_well_formed(
     conversation_id = first.conversation_id
 
     # A tool whose result leaves the answer to the model (here, an error), then a failure.
-    scripted.add(tool_calls(("get_date", {"days_from_today": "soon"})), error(500))
-    result = await converse(hass, entry, "What time is it?", conversation_id)
+    scripted.add(tool_calls(("remember", {"fact": 42})), error(500))
+    result = await converse(hass, entry, "Remember something", conversation_id)
     assert_failed_with(hass, result, "server_error")
     # The tool result was sent before the server failed.
     assert tool_results(scripted.chat_requests[-1])[0]["error"] == "MultipleInvalid"
@@ -317,7 +316,7 @@ async def test_failure_after_tool_keeps_history_well_formed(
     assert messages[1:] == [
         {"role": "user", "content": GOOD_USER},
         {"role": "assistant", "content": "".join(GOOD_REPLY)},
-        {"role": "user", "content": "What time is it?"},
+        {"role": "user", "content": "Remember something"},
         {"role": "assistant", "content": sentence("server_error")},
         {"role": "user", "content": NEXT_USER},
     ]
@@ -361,7 +360,7 @@ async def test_unknown_tool(
 
     first, second = scripted.chat_requests
     real_names = [tool["function"]["name"] for tool in first["tools"]]
-    assert {"get_time", "get_date", "HassTurnOn"} <= set(real_names)
+    assert {CLOCK_TOOL, TURN_ON_TOOL} <= set(real_names)
     assert "HassDance" not in real_names
     tool_message = second["messages"][-1]
     assert tool_message["role"] == "tool"
@@ -422,16 +421,15 @@ async def test_unparsable_arguments_are_refused(
 async def test_repairable_arguments_run_the_tool(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    scripted.add(tool_calls(("get_date", '{"days_from_today": 1,}')), text("Tomorrow is fine."))
-    result = await converse(hass, entry, "What date is tomorrow?")
-    assert speech(result) == "Tomorrow is fine."
+    scripted.add(tool_calls(("remember", '{"fact": "The cat is Miso",}')), text("I will remember."))
+    result = await converse(hass, entry, "Remember that the cat is Miso")
+    assert speech(result) == "I will remember."
 
-    tomorrow = (dt_util.now() + timedelta(days=1)).date().isoformat()
     (tool_result,) = tool_results(scripted.chat_requests[-1])
-    assert tool_result["iso_date"] == tomorrow
+    assert tool_result["remembered"] == "The cat is Miso"
     assert "error" not in tool_result
     call = scripted.chat_requests[-1]["messages"][-2]["tool_calls"][0]
-    assert json.loads(call["function"]["arguments"]) == {"days_from_today": 1}
+    assert json.loads(call["function"]["arguments"]) == {"fact": "The cat is Miso"}
 
 
 async def test_think_block_is_never_spoken_nor_stored(
@@ -470,7 +468,7 @@ async def test_tool_call_written_as_text_is_run(
     assert call["function"] == {"name": "get_time", "arguments": "{}"}
     assert tool["role"] == "tool"
     assert tool["tool_call_id"] == call["id"]
-    assert json.loads(tool["content"]).keys() >= {"time", "time_24h", "timezone"}
+    assert json.loads(tool["content"]).keys() >= {"time", "timezone", SPEECH_KEY}
     assert '"name"' not in speech(result)
 
     # The next turn's history holds the call, not its JSON as spoken text.
@@ -526,7 +524,8 @@ async def test_time_echoed_as_json_is_said_from_the_tool(
     scripted.add(tool_calls(("get_time", {})), text('{"time": "14:05"}'))
     result = await converse(hass, entry, "What time is it?")
     [tool_result] = tool_results(scripted.chat_requests[-1])
-    assert speech(result) == tool_result["speech"] == f"It is {tool_result['time']}."
+    assert speech(result) == tool_result[SPEECH_KEY]
+    assert speech(result).startswith("It is ")
 
 
 async def test_double_braced_arguments_are_refused_not_fatal(
