@@ -58,8 +58,15 @@ async def test_demo_is_set_up_as_a_user_would(socket_enabled: None, demo: Runnin
     assert any(u["is_owner"] and u["username"] == connection.username for u in users)
     assert majordome["source"] == "user"
     assert majordome["state"] == "loaded"
-    # The onboarding extras are gone: two Wyoming servers, and HA's own backup entry.
-    assert sorted(e["domain"] for e in entries) == ["backup", DOMAIN, "wyoming", "wyoming"]
+    # The onboarding extras are gone: two Wyoming servers, and HA's own backup entry
+    # (and, from 2026.10, its analytics entry).
+    domains = sorted(e["domain"] for e in entries)
+    assert "backup" in domains
+    assert [d for d in domains if d not in ("analytics", "backup")] == [
+        DOMAIN,
+        "wyoming",
+        "wyoming",
+    ]
 
     by_id = {p["id"]: p for p in pipelines["pipelines"]}
     assert pipelines["preferred_pipeline"] == connection.pipeline_en

@@ -1,0 +1,120 @@
+"""Majordome on a Home Assistant release the test plugin does not pin yet: loads and answers.
+
+    scripts/newest ha2026.11 python -m devtools.check_release
+
+A real Home Assistant core (whatever release this venv has) with the demo house; a
+Majordome entry made through its own config flow, on a scripted OpenAI-compatible server
+on loopback; one turn through `conversation.async_converse` in which the model turns on
+the kitchen light, and a second one asking the time. Checks that the light changed, that
+both answers came back, that the tools sent were this release's, and that Home Assistant
+logged no deprecation, warning or error about Majordome. The last line is JSON; exit 1 on
+any failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+import sys
+import tempfile
+from typing import Any
+
+from custom_components.majordome.const import DOMAIN
+from devtools.hass_runner import running_home_assistant
+from devtools.house import async_setup_house
+from devtools.scripted_server import ScriptedServer, text, tool_calls
+from homeassistant.components import conversation
+from homeassistant.const import __version__ as HA_VERSION
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+
+KITCHEN = "light.kitchen_light"
+MODEL = "scripted-model"
+
+
+# What Home Assistant says of every custom integration it loads: not about Majordome's code.
+_CUSTOM_NOTICE = "We found a custom integration majordome which has not been tested"
+
+
+class _Collect(logging.Handler):
+    """Every warning or error that names Majordome, from any logger (deprecations included)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if (DOMAIN in record.name or DOMAIN in message.lower()) and _CUSTOM_NOTICE not in message:
+            self.records.append(f"{record.levelname} {record.name}: {message}")
+
+
+async def _async_make_entry(hass: HomeAssistant, server: ScriptedServer) -> str:
+    """Add Majordome as a user does: its config flow, server then model."""
+    flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    flow = await hass.config_entries.flow.async_configure(flow["flow_id"], {"url": server.url})
+    if flow["type"] is FlowResultType.FORM:
+        flow = await hass.config_entries.flow.async_configure(flow["flow_id"], {"model": MODEL})
+    if flow["type"] is not FlowResultType.CREATE_ENTRY:
+        raise RuntimeError(f"the config flow did not create an entry: {flow}")
+    await hass.async_block_till_done()
+    return str(flow["result"].entry_id)
+
+
+async def _async_check(config_dir: Path) -> dict[str, Any]:
+    collected = _Collect()
+    logging.getLogger().addHandler(collected)
+    server = ScriptedServer(models=[MODEL])
+    await server.start()
+    try:
+        async with running_home_assistant(config_dir) as hass:
+            await async_setup_house(hass, "demo")
+            entry_id = await _async_make_entry(hass, server)
+            server.add(
+                tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), text("The light is on.")
+            )
+            context = Context()
+            action = await conversation.async_converse(
+                hass, "turn on the kitchen light", None, context, "en", entry_id
+            )
+            server.add(tool_calls(("GetDateTime", {})), text("It is late."))
+            question = await conversation.async_converse(
+                hass, "what time is it?", action.conversation_id, context, "en", entry_id
+            )
+            tools = [tool["function"]["name"] for tool in server.chat_requests[0]["tools"]]
+            light = hass.states.get(KITCHEN)
+            result = {
+                "ha_version": HA_VERSION,
+                "light_on": light is not None and light.state == "on",
+                "answers": [
+                    action.response.speech["plain"]["speech"],
+                    question.response.speech["plain"]["speech"],
+                ],
+                "tools": tools,
+                "majordome_log": collected.records,
+            }
+    finally:
+        await server.stop()
+        logging.getLogger().removeHandler(collected)
+    result["ok"] = (
+        result["light_on"]
+        and result["answers"] == ["The light is on.", "It is late."]
+        and not result["majordome_log"]
+        and len(server.chat_requests) == 4
+    )
+    return result
+
+
+def main() -> int:
+    """Run the check in a throwaway config dir; print the result as JSON."""
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="majordome-release-") as tmp:
+        result = asyncio.run(_async_check(Path(tmp)))
+    print(json.dumps({"check": "release", **result}))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
