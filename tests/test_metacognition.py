@@ -10,10 +10,12 @@ import logging
 from pathlib import Path
 import socket
 from typing import Any
+import unicodedata
 
 import openai
 import pytest
 
+from custom_components.majordome import metacognition
 from custom_components.majordome.metacognition import (
     CHECK_MAX_TOKENS,
     SCRIPTS,
@@ -424,6 +426,88 @@ def test_verdict_is_frozen() -> None:
     verdict = screen_rules("Thank you.")
     with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.ignore = False  # type: ignore[misc]
+
+
+# --- The word lists, read from custom_components/majordome/hallucinations/ ------------
+
+LISTS = ("phrases", "connectors", "cjk_fragments")
+
+
+def as_written(entry: str) -> str:
+    """What normalize() makes of an entry written as the lists ask: only what it folds
+    inside letters differs (kana voicing marks, Thai and Devanagari vowel signs, Hangul
+    syllables decomposed, the Greek final sigma).
+    """
+    decomposed = unicodedata.normalize("NFD", entry.casefold())
+    return "".join(char for char in decomposed if not unicodedata.category(char).startswith("M"))
+
+
+def test_the_lists_are_loaded() -> None:
+    assert metacognition._read_list("phrases") == metacognition._PHRASES
+    assert metacognition._read_list("cjk_fragments") == metacognition._CJK_FRAGMENTS
+    assert frozenset(metacognition._read_list("connectors")) == metacognition._CONNECTORS
+    assert len(metacognition._PHRASES) >= 100
+    assert len(metacognition._CONNECTORS) >= 5
+    assert len(metacognition._CJK_FRAGMENTS) >= 5
+    # Comments and blank lines are not entries.
+    assert {"you", "merci", "谢谢"} <= set(metacognition._PHRASES)
+    assert not any(
+        entry.startswith("#") for name in LISTS for entry in metacognition._read_list(name)
+    )
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_the_lists_are_normalised_and_without_duplicates(name: str) -> None:
+    entries = metacognition._read_list(name)
+    assert entries
+    for entry in entries:
+        # Its own normalisation: lower case, Latin letters unaccented, no punctuation,
+        # single spaces; other scripts spelt as they are, normalize() folds them alike.
+        assert entry == entry.lower(), entry
+        assert all(char.isascii() for char in entry if script_of(char) == "Latin"), entry
+        assert normalize(entry) == as_written(entry), entry
+        assert normalize(normalize(entry)) == normalize(entry), entry
+        if name == "connectors":
+            assert entry == normalize(entry), entry
+            assert len(entry.split()) == 1, entry
+    normalised = [normalize(entry) for entry in entries]
+    assert sorted({entry for entry in normalised if normalised.count(entry) > 1}) == []
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_every_entry_of_the_lists_is_dropped(name: str) -> None:
+    for entry in metacognition._read_list(name):
+        assert_dropped(entry, Reason.HALLUCINATION, allowed_scripts=frozenset(SCRIPTS))
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        # phrases.txt, as Whisper writes them, in the default (Latin) household
+        ("Thank you very much!", "thank you very much"),
+        ("We'll be right back.", "we ll be right back"),
+        ("Merci à tous.", "merci a tous"),
+        ("À tout à l'heure !", "a tout a l heure"),
+        ("Bis bald!", "bis bald"),
+        ("Tot ziens.", "tot ziens"),
+        ("ありがとうございました。", normalize("ありがとうございました")),
+        ("감사합니다.", normalize("감사합니다")),
+        ("Σας ευχαριστώ.", "σασ ευχαριστω"),
+        ("ขอบคุณครับ", normalize("ขอบคุณครับ")),
+        # connectors.txt: between phrases, and alone
+        ("Thank you and goodbye.", "thank you and goodbye"),
+        ("Merci, et au revoir.", "merci et au revoir"),
+        ("Thanks, everyone!", "thanks everyone"),
+        ("Alors...", "alors"),
+        # cjk_fragments.txt: anywhere in the text
+        ("中文字幕志愿者", "cjk credit"),
+        ("请订阅我的频道", "cjk credit"),
+        ("チャンネル登録よろしくお願いします", "cjk credit"),
+        ("MBC 뉴스 이덕영입니다", "cjk credit"),
+    ],
+)
+def test_a_few_entries_of_each_list_as_whisper_writes_them(raw: str, detail: str) -> None:
+    assert assert_dropped(raw, Reason.HALLUCINATION).detail == detail
 
 
 # --- Stage 2: the answer ---------------------------------------------------------------

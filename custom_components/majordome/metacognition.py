@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 import json
+from pathlib import Path
 import re
 import time
 from typing import Any, Final
@@ -183,168 +184,33 @@ def _foreign_share(normalized: str, allowed: frozenset[str]) -> tuple[float, str
 
 # --- Known hallucinations --------------------------------------------------------------
 
-# Whole utterances Whisper invents on silence, by language. The text is dropped when
-# it is made only of these, fillers and connectors, so "Thank you. Bye." goes too.
-# Never put here an answer to a question (yes, no, okay, oui, non, d'accord) nor a
-# routine trigger (good night, bonne nuit).
-_PHRASES: Final = (
-    # English
-    "you",
-    "so",
-    "the",
-    "thank you",
-    "thank you very much",
-    "thank you so much",
-    "thanks",
-    "thanks a lot",
-    "thank you all",
-    "thank you everyone",
-    "thank you guys",
-    "bye",
-    "bye bye",
-    "goodbye",
-    "good bye",
-    "see you",
-    "see you soon",
-    "see you later",
-    "see you tomorrow",
-    "see you next time",
-    "see you next week",
-    "see ya",
-    "stay tuned",
-    "we ll be right back",
-    "see you in the next one",
-    "i ll see you next time",
-    "i ll see you in the next one",
-    "we ll see you next time",
-    "take care",
-    "peace",
-    "peace out",
-    "cheers",
-    "hello everyone",
-    "hi everyone",
-    "have a nice day",
-    "have a great day",
-    "the end",
-    "to be continued",
-    "that s it for today",
-    "that s all for today",
-    "i m sorry",
-    "applause",
-    "laughter",
-    "music",
-    "music playing",
-    "background music",
-    "soft music",
-    "upbeat music",
-    "musique",
-    "musique douce",
-    "musique de fond",
-    "tout le monde",
-    "blank audio",
-    "no speech",
-    "inaudible",
-    # French
-    "merci",
-    "merci beaucoup",
-    "merci bien",
-    "merci a tous",
-    "merci a vous",
-    "merci a toi",
-    "merci a vous tous",
-    "merci a bientot",
-    "je vous remercie",
-    "au revoir",
-    "a bientot",
-    "a la prochaine",
-    "a demain",
-    "a plus",
-    "a tout a l heure",
-    "salut a tous",
-    "salut tout le monde",
-    "bonjour a tous",
-    "bonjour tout le monde",
-    "a tous",
-    "a toutes",
-    "ciao",
-    "bisous",
-    "voila",
-    "bonne journee",
-    "bonne soiree",
-    "bonne fin de journee",
-    "bon appetit",
-    "fin",
-    "generique",
-    "applaudissements",
-    "rires",
-    "c est tout pour aujourd hui",
-    "c est la fin",
-    "a suivre",
-    # German, Spanish, Italian, Portuguese, Dutch, Polish
-    "danke",
-    "ich danke ihnen",
-    "auf wiedersehen",
-    "bis bald",
-    "bis dann",
-    "hasta pronto",
-    "nos vemos",
-    "ciao a tutti",
-    "grazie a tutti",
-    "ate a proxima",
-    "tot ziens",
-    "danke schon",
-    "vielen dank",
-    "tschuss",
-    "gracias",
-    "muchas gracias",
-    "adios",
-    "hasta luego",
-    "grazie",
-    "grazie mille",
-    "arrivederci",
-    "obrigado",
-    "obrigada",
-    "muito obrigado",
-    "tchau",
-    "dank je",
-    "dank je wel",
-    "dank u wel",
-    "dziekuje",
-    # Other scripts, for households that allow them
-    "спасибо",
-    "спасибо за внимание",
-    "спасибо за просмотр",
-    "продолжение следует",
-    "до свидания",
-    "ご視聴ありがとうございました",
-    "ありがとうございました",
-    "ありがとうございます",
-    "チャンネル登録お願いします",
-    "謝謝觀看",
-    "谢谢观看",
-    "谢谢大家",
-    "谢谢",
-    "謝謝",
-    "请不吝点赞 订阅 转发 打赏支持明镜与点点栏目",
-    "시청해주셔서 감사합니다",
-    "감사합니다",
-    "mbc 뉴스",
-    "شكرا",
-    "شكرا للمشاهدة",
-    "اشتركوا في القناة",
-    "תודה",
-    "תודה רבה",
-    "ευχαριστω",
-    "σας ευχαριστω",
-    "धन्यवाद",
-    "ขอบคุณครับ",
-    "ขอบคุณค่ะ",
-)
+# The word lists live in hallucinations/, next to this module, one plain-text file per
+# list (the rules for editing them are at the top of each file). They are read once,
+# here at import: Home Assistant imports integrations in an executor thread.
+_LISTS_DIR: Final = Path(__file__).with_name("hallucinations")
 
-# Tokens that may sit between phrases without making the text a request.
-_CONNECTORS: Final = frozenset(
-    {"and", "et", "und", "y", "e", "then", "puis", "so", "alors", "everyone", "everybody", "guys"}
-)
+
+def _read_list(name: str) -> tuple[str, ...]:
+    """Return the entries of hallucinations/<name>.txt, in file order.
+
+    One entry a line, surrounding spaces stripped; blank lines and lines that start
+    with "#" are skipped.
+    """
+    text = (_LISTS_DIR / f"{name}.txt").read_text(encoding="utf-8-sig")
+    entries = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            entries.append(entry)
+    return tuple(entries)
+
+
+# Whole utterances Whisper invents on silence, by language (phrases.txt). The text is
+# dropped when it is made only of these, fillers and connectors, so "Thank you. Bye."
+# goes too.
+_PHRASES: Final = _read_list("phrases")
+# Tokens that may sit between phrases without making the text a request (connectors.txt).
+_CONNECTORS: Final = frozenset(normalize(word) for word in _read_list("connectors"))
 # Hesitations and laughter: "hmm", "euh", "mhm", "ahh", "hahahaha".
 _FILLER: Final = re.compile(
     r"h*m+h*|m+h+m+|h*u+h*m*|h?e+u+h*|h+u+m+|a+h+|o+h+|e+h+|e+r+m*|p+f+|p+s+t+|s+h+|t+s+"
@@ -445,19 +311,8 @@ _PATTERNS: Final = {
         r"|\bbis zum nachsten mal\b|\bhasta la proxima\b|\balla prossima\b|\btot de volgende\b"
     ),
 }
-# Scripts without spaces between words: substrings rather than words.
-_CJK_FRAGMENTS: Final = (
-    "字幕",
-    "訂閱",
-    "订阅",
-    "点赞",
-    "點贊",
-    "ご視聴",
-    "チャンネル登録",
-    "시청해",
-    "구독",
-    "MBC 뉴스",
-)
+# Scripts without spaces between words: substrings rather than words (cjk_fragments.txt).
+_CJK_FRAGMENTS: Final = _read_list("cjk_fragments")
 
 _PATTERN_NAMES: Final = list(_PATTERNS)
 _HALLUCINATION_RE: Final = re.compile(
