@@ -19,10 +19,14 @@ find_python313() {
     return 1
 }
 
-# Create the venv and install requirements_test.txt, again only when that file changed.
+# The venv's requirements: Home Assistant 2025.4's lane, unless scripts/newest runs us in
+# another lane (it sets both MAJORDOME_VENV and MAJORDOME_REQUIREMENTS).
+REQUIREMENTS="${MAJORDOME_REQUIREMENTS:-$ROOT/requirements_test.txt}"
+
+# Create the venv and install its requirements, again only when that file changed.
 ensure_venv() {
     local stamp="$VENV/.majordome-requirements" want
-    want="$(sha256sum "$ROOT/requirements_test.txt" | cut -d' ' -f1)"
+    want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
     if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         return 0
     fi
@@ -33,7 +37,7 @@ ensure_venv() {
         "$python" -m venv "$VENV"
     fi
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements_test.txt" >&2
+    "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS" >&2
     echo "$want" > "$stamp"
 }
 
@@ -45,4 +49,23 @@ lock_cache() {
     command -v flock >/dev/null || return 0
     exec 9>"$cache/.$name.lock"
     flock 9
+}
+
+# A Python >= 3.14.2 on the host (Home Assistant 2026.11's minimum), if there is one.
+host_python314() {
+    local candidate
+    for candidate in python3.14 python3; do
+        candidate="$(command -v "$candidate" || true)"
+        [[ -n "$candidate" ]] || continue
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 14, 2))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Whether scripts/newest can run here: a Python >= 3.14.2 on the host, or root to make one.
+newest_available() {
+    host_python314 >/dev/null || [[ "$(id -u)" -eq 0 ]]
 }

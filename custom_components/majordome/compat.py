@@ -27,19 +27,54 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import chat_session, llm
 from homeassistant.util.json import JsonObjectType
 
-try:  # Home Assistant 2026.9+
-    from probatio import to_openapi as _to_openapi
+from .const import LOGGER
 
-    def tool_schema(schema: Any, custom_serializer: Callable[[Any], Any] | None) -> Any:
-        """A tool's parameters as an OpenAPI schema."""
-        return _to_openapi(schema, custom_serializer=custom_serializer, openapi_version="3.1.0")
+try:  # Home Assistant 2026.9+
+    import probatio
+
+    _BOOLEAN = inspect.unwrap(probatio.Boolean)
+
+    def _serializer(custom: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+        """Home Assistant's serializer, knowing probatio's Boolean() (rendered untyped)."""
+
+        def serialize(value: Any) -> Any:
+            if callable(value) and inspect.unwrap(value) is _BOOLEAN:
+                return {"type": "boolean"}
+            return custom(value) if custom else probatio.UNSUPPORTED
+
+        return serialize
+
+    def _to_openapi(schema: Any, custom_serializer: Callable[[Any], Any] | None) -> Any:
+        return probatio.to_openapi(
+            schema, custom_serializer=_serializer(custom_serializer), openapi_version="3.1.0"
+        )
 
 except ImportError:  # Home Assistant 2025.4 - 2026.8
-    from voluptuous_openapi import convert as _convert
+    from voluptuous_openapi import convert
 
-    def tool_schema(schema: Any, custom_serializer: Callable[[Any], Any] | None) -> Any:
-        """A tool's parameters as an OpenAPI schema."""
-        return _convert(schema, custom_serializer=custom_serializer)
+    def _to_openapi(schema: Any, custom_serializer: Callable[[Any], Any] | None) -> Any:
+        return convert(schema, custom_serializer=custom_serializer)
+
+
+# Keys that say what a JSON schema accepts; a property with none of them (only a
+# description) makes llama.cpp refuse the whole request ("Unrecognized schema").
+_SCHEMA_KINDS = frozenset(
+    {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "properties", "items"}
+)
+
+
+def tool_schema(schema: Any, custom_serializer: Callable[[Any], Any] | None) -> Any:
+    """A tool's parameters as an OpenAPI schema every server takes.
+
+    A property whose validator the converter cannot describe is sent as a string: the
+    tool's own validation still checks (and coerces) what the model writes.
+    """
+    converted = _to_openapi(schema, custom_serializer)
+    for name, prop in (converted.get("properties") or {}).items():
+        if isinstance(prop, dict) and not prop.keys() & _SCHEMA_KINDS:
+            prop["type"] = "string"
+            LOGGER.debug("Tool parameter %s has no type in its schema: sent as a string", name)
+    return converted
 
 
 # --- Tool names -------------------------------------------------------------------

@@ -1,0 +1,74 @@
+"""The adapter between Home Assistant releases, through what reaches the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.majordome import compat
+from devtools.house import async_setup_house
+from devtools.scripted_server import ScriptedServer, text
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+
+from .helpers import converse
+
+# What says which values a JSON schema accepts; llama.cpp refuses a request where a
+# property has none of them ("JSON schema conversion failed: Unrecognized schema").
+KINDS = {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "properties", "items"}
+
+
+def _untyped(schema: dict[str, Any], path: str = "") -> list[str]:
+    """The paths of the properties in `schema` that say nothing of their values."""
+    found = []
+    for name, prop in (schema.get("properties") or {}).items():
+        if not prop.keys() & KINDS:
+            found.append(f"{path}{name}")
+        found.extend(_untyped(prop, f"{path}{name}."))
+    return found
+
+
+async def test_every_tool_parameter_has_a_type(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The demo house's tools (media players included) as llama.cpp's grammar needs them."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    await async_setup_house(hass, "demo")
+    scripted.add(text("Hello."))
+    await converse(hass, entry, "hello")
+
+    tools = scripted.chat_requests[0]["tools"]
+    assert len(tools) > 10
+    untyped = {
+        tool["function"]["name"]: missing
+        for tool in tools
+        if (missing := _untyped(tool["function"]["parameters"]))
+    }
+    assert untyped == {}
+
+
+def test_a_probatio_boolean_is_a_boolean() -> None:
+    probatio = pytest.importorskip("probatio", reason="probatio replaces voluptuous in 2026.9")
+    schema = probatio.Schema(
+        {probatio.Required("muted", description="Mute or not"): probatio.Boolean()}
+    )
+    converted = compat.tool_schema(schema, None)
+    assert converted["properties"]["muted"] == {"type": "boolean", "description": "Mute or not"}
+
+
+@pytest.mark.parametrize(
+    ("name", "tools", "meant"),
+    [
+        ("HassTurnOn", ["intent__HassTurnOn", "intent__HassTurnOff"], "intent__HassTurnOn"),
+        ("intent__HassTurnOn", ["HassTurnOn"], "HassTurnOn"),
+        ("HassTurnOn", ["HassTurnOn"], "HassTurnOn"),
+        ("HassTurnOn", ["a__HassTurnOn", "b__HassTurnOn"], None),
+        ("HassDance", ["intent__HassTurnOn"], None),
+    ],
+)
+def test_a_tool_is_found_by_its_name_with_or_without_prefix(
+    name: str, tools: list[str], meant: str | None
+) -> None:
+    assert compat.tool_named(name, tools) == meant
