@@ -5,15 +5,17 @@
 A real Home Assistant core (whatever release this venv has) with the demo house; a
 Majordome entry made through its own config flow, on a scripted OpenAI-compatible server
 on loopback; one turn through `conversation.async_converse` in which the model turns on
-the kitchen light, and a second one asking the time. Checks that the light changed, that
-both answers came back, that the tools sent were this release's, and that Home Assistant
-logged no deprecation, warning or error about Majordome. The last line is JSON; exit 1 on
+the kitchen light, a second one asking the time, a third cancelled halfway and a fourth.
+Checks that the light changed, that the answers came back, that the history sent after
+the cancelled turn is well formed, and that Home Assistant logged no deprecation, warning
+or error about Majordome. The last line is JSON; exit 1 on
 any failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -21,6 +23,7 @@ import sys
 import tempfile
 from typing import Any
 
+from custom_components.majordome import prompt
 from custom_components.majordome.const import DOMAIN
 from devtools.hass_runner import running_home_assistant
 from devtools.house import async_setup_house
@@ -83,15 +86,44 @@ async def _async_check(config_dir: Path) -> dict[str, Any]:
             question = await conversation.async_converse(
                 hass, "what time is it?", action.conversation_id, context, "en", entry_id
             )
+            # A turn cancelled while the model writes, after its tool ran (a satellite gone):
+            # Home Assistant 2026.11 keeps it in a live chat log; the next request must
+            # still be well formed.
+            server.add(
+                tool_calls(("remember", {"fact": "The cat is Miso"})),
+                text("Noted", " and", " kept", chunk_delay_s=5.0),
+            )
+            cancelled = asyncio.create_task(
+                conversation.async_converse(
+                    hass,
+                    "remember the cat is Miso",
+                    action.conversation_id,
+                    context,
+                    "en",
+                    entry_id,
+                )
+            )
+            await server.wait_for_chat_requests(6)
+            cancelled.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancelled
+            server.add(text("Still here."))
+            after = await conversation.async_converse(
+                hass, "are you there?", action.conversation_id, context, "en", entry_id
+            )
+            history = server.chat_requests[-1]["messages"][1:]
             tools = [tool["function"]["name"] for tool in server.chat_requests[0]["tools"]]
             light = hass.states.get(KITCHEN)
             result = {
                 "ha_version": HA_VERSION,
                 "light_on": light is not None and light.state == "on",
                 "answers": [
-                    action.response.speech["plain"]["speech"],
-                    question.response.speech["plain"]["speech"],
+                    result.response.speech["plain"]["speech"]
+                    for result in (action, question, after)
                 ],
+                "history_after_cancel": [m["role"] for m in history],
+                "history_well_formed": prompt.well_formed(history) == history
+                and "Noted" not in json.dumps(history),
                 "tools": tools,
                 "majordome_log": collected.records,
             }
@@ -100,9 +132,10 @@ async def _async_check(config_dir: Path) -> dict[str, Any]:
         logging.getLogger().removeHandler(collected)
     result["ok"] = (
         result["light_on"]
-        and result["answers"] == ["The light is on.", "It is late."]
+        and result["answers"] == ["The light is on.", "It is late.", "Still here."]
+        and result["history_well_formed"]
         and not result["majordome_log"]
-        and len(server.chat_requests) == 4
+        and len(server.chat_requests) == 7
     )
     return result
 

@@ -96,6 +96,7 @@ class ScriptedServer:
         self.models_status = 200
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._chat_seen = asyncio.Condition()
 
     @property
     def url(self) -> str:
@@ -110,6 +111,11 @@ class ScriptedServer:
     def add(self, *replies: Reply) -> None:
         """Queue replies, answered in order."""
         self.replies.extend(replies)
+
+    async def wait_for_chat_requests(self, count: int, timeout_s: float = 10.0) -> None:
+        """Return once `count` chat-completions requests arrived (TimeoutError after)."""
+        async with asyncio.timeout(timeout_s), self._chat_seen:
+            await self._chat_seen.wait_for(lambda: len(self.chat_requests) >= count)
 
     def add_side(self, *replies: Reply) -> None:
         """Queue replies for non-streamed requests, answered in order."""
@@ -152,6 +158,8 @@ class ScriptedServer:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(Request(request.path, body, dict(request.headers), time.monotonic()))
+        async with self._chat_seen:
+            self._chat_seen.notify_all()
         if (denied := self._unauthorized(request)) is not None:
             return denied
         queue = self.side_replies if not body.get("stream") and self.side_replies else self.replies

@@ -6,6 +6,7 @@ an exception, and leave the history well formed for the next turn.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 import json
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.majordome import prompt
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_TIMEOUT
 from custom_components.majordome.tools import SPEECH_KEY
@@ -545,3 +547,99 @@ async def test_payload_too_large_is_a_rejected_request(
     scripted.add(error(413, "request entity too large"))
     result = await converse(hass, entry, "Hello")
     assert_failed_with(hass, result, "bad_request")
+
+
+# --- A turn cancelled halfway ------------------------------------------------------
+
+
+def _call(call_id: str) -> dict[str, Any]:
+    """A tool call as sent to the server."""
+    return {"id": call_id, "type": "function", "function": {"name": "x", "arguments": "{}"}}
+
+
+async def test_a_cancelled_turn_leaves_a_history_the_model_can_read(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """Cancelled while the model writes after a tool ran (a satellite gone, a barge-in).
+
+    Home Assistant up to 2026.10 drops the turn; 2026.11 keeps it in a live chat log with
+    its own error note: either way the next request is well formed.
+    """
+    scripted.add(text(*GOOD_REPLY))
+    first = await converse(hass, entry, GOOD_USER)
+    scripted.add(
+        tool_calls(("remember", {"fact": "The cat is Miso"})),
+        text("Noted", " and", " remembered", chunk_delay_s=5.0),
+    )
+    turn = asyncio.create_task(
+        converse(hass, entry, "Remember the cat is Miso", first.conversation_id)
+    )
+    await scripted.wait_for_chat_requests(3)  # the tool ran, the follow-up is streaming
+    turn.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+
+    scripted.add(text("Still here."))
+    last = await converse(hass, entry, NEXT_USER, first.conversation_id)
+    assert speech(last) == "Still here."
+    messages = scripted.chat_requests[-1]["messages"]
+    assert_well_formed(messages)
+    assert messages[1:3] == [
+        {"role": "user", "content": GOOD_USER},
+        {"role": "assistant", "content": "".join(GOOD_REPLY)},
+    ]
+    assert "Noted" not in json.dumps(messages)
+
+
+@pytest.mark.parametrize(
+    ("history", "sent"),
+    [
+        pytest.param(
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "", "tool_calls": [_call("1")]},
+                {"role": "assistant", "content": "Error: CancelledError"},
+                {"role": "user", "content": "b"},
+            ],
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "Error: CancelledError"},
+                {"role": "user", "content": "b"},
+            ],
+            id="a call without its result",
+        ),
+        pytest.param(
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "Let me", "tool_calls": [_call("1"), _call("2")]},
+                {"role": "tool", "tool_call_id": "1", "content": "{}"},
+                {"role": "user", "content": "b"},
+            ],
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "Let me"},
+                {"role": "user", "content": "b"},
+            ],
+            id="one call of two answered",
+        ),
+        pytest.param(
+            [
+                {"role": "user", "content": "a"},
+                {"role": "tool", "tool_call_id": "9", "content": "{}"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "b"},
+            ],
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "b"},
+            ],
+            id="a result without its call",
+        ),
+    ],
+)
+def test_a_broken_history_is_sent_well_formed(
+    history: list[dict[str, Any]], sent: list[dict[str, Any]]
+) -> None:
+    assert prompt.well_formed(history) == sent
+    assert_well_formed([{"role": "system", "content": ""}, *sent])

@@ -9,6 +9,7 @@ into Home Assistant, and the history keeps its shape.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass
 import time
@@ -102,6 +103,11 @@ class MajordomeEntity(Entity):
             self._screen_by_rules(user_input, chat_log, trace)
             speech = await self._async_run_turn(user_input, chat_log, trace)
             response.async_set_speech(speech)
+        except asyncio.CancelledError:
+            # Home Assistant 2026.11 keeps a cancelled turn in its live chat log (and
+            # adds its own note of the error): not this turn's half-done tool chatter.
+            del chat_log.content[length_before:]
+            raise
         except _Ignored:
             # Nothing was added to the chat log, so it is not stored: the history
             # stays clean, and an empty speech makes the voice pipeline skip TTS.

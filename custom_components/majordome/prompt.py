@@ -132,7 +132,34 @@ def build_messages(
             cut = user_indexes[-max_history]
             LOGGER.debug("Trimming %d old messages from the history", cut)
             history = history[cut:]
-    return [to_message(system), *(to_message(item) for item in history)]
+    return [to_message(system), *well_formed([to_message(item) for item in history])]
+
+
+def well_formed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history as servers take it: every tool call answered, every answer called.
+
+    A turn cancelled or failed halfway (Home Assistant 2026.11 keeps such turns, with
+    its own error note) can leave calls without results, which servers refuse, or
+    results without their call: those are dropped, the words around them kept.
+    """
+    answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
+    called: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for original in messages:
+        if original["role"] == "tool":
+            if original.get("tool_call_id") in called:
+                kept.append(original)
+            continue
+        message = original
+        calls = message.get("tool_calls", [])
+        if any(call["id"] not in answered for call in calls):
+            message = {k: v for k, v in message.items() if k != "tool_calls"}
+            if not message["content"]:
+                called = set()
+                continue
+        called = {call["id"] for call in message.get("tool_calls", [])}
+        kept.append(message)
+    return kept
 
 
 def without_old_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
