@@ -10,6 +10,7 @@ into Home Assistant, and the history keeps its shape.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 import dataclasses
 from dataclasses import dataclass
 import time
@@ -124,11 +125,12 @@ class MajordomeEntity(Entity):
             # A turn that added messages (a tool ran) is stored as the question and
             # the apology: its tool chatter would only weigh on every later prompt.
             # A turn that added nothing is not stored at all: the history is as it was.
-            if len(chat_log.content) > length_before:
+            # Either way the apology streams, to be heard where the reply was.
+            added = len(chat_log.content) > length_before
+            del chat_log.content[length_before:]
+            await _async_say(chat_log, user_input.agent_id, speech)
+            if not added:
                 del chat_log.content[length_before:]
-                chat_log.async_add_assistant_content_without_tools(
-                    conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
-                )
         finally:
             trace.total_s = time.monotonic() - trace.started
             LOGGER.debug(
@@ -288,9 +290,7 @@ class MajordomeEntity(Entity):
     ) -> str:
         """End the turn with one of our sentences (or a tool's) where the model gave none."""
         speech = speech or await async_spoken_message(self.hass, user_input.language, key)
-        chat_log.async_add_assistant_content_without_tools(
-            conversation.AssistantContent(agent_id=user_input.agent_id, content=speech)
-        )
+        await _async_say(chat_log, user_input.agent_id, speech)
         return speech
 
     # --- Metacognition ------------------------------------------------------------
@@ -429,9 +429,11 @@ class MajordomeEntity(Entity):
             return reply
         question = await async_spoken_message(self.hass, user_input.language, "introduction")
         speech = f"{reply.rstrip()} {question}".strip()
-        last = chat_log.content[-1]
-        assert isinstance(last, conversation.AssistantContent)
-        chat_log.content[-1] = dataclasses.replace(last, content=speech)
+        answer = chat_log.content[-1]
+        assert isinstance(answer, conversation.AssistantContent)
+        await _async_say(chat_log, user_input.agent_id, question)
+        # Heard as two messages, kept as one: the reply and its question.
+        chat_log.content[-2:] = [dataclasses.replace(answer, content=speech)]
         store.update(onboarding=memory.Onboarding.ASKED)
         store.asked_in_conversation = chat_log.conversation_id
         return speech
@@ -471,6 +473,22 @@ class MajordomeEntity(Entity):
             LOGGER.warning("Dynamic memory not updated (%s); the previous one is kept", err)
         finally:
             store.summary_running = False
+
+
+async def _async_say(chat_log: conversation.ChatLog, agent_id: str, speech: str) -> None:
+    """Add one of Majordome's own sentences as the model's are added: streamed.
+
+    Home Assistant 2025.6+ speaks a reply's deltas once about 60 characters have
+    streamed, and then never its final speech: a sentence added after the model's
+    stream (an apology, "Done.", the introduction question) must stream too.
+    """
+
+    async def message() -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+        yield {"role": "assistant"}
+        yield {"content": speech}
+
+    async for _ in chat_log.async_add_delta_content_stream(agent_id, message()):
+        pass
 
 
 def _an_action_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> bool:
