@@ -3,7 +3,8 @@
 Starts, each as its own child process on 127.0.0.1:
 - the embedded llama.cpp server (devtools/llm.py),
 - the Wyoming speech servers: faster-whisper (STT) and piper (TTS),
-- Home Assistant 2025.4 itself (`python -m homeassistant`), with its web frontend and
+- Home Assistant itself (`python -m homeassistant`, the release of this venv: 2026.11 or
+  2025.4, see scripts/demo), with its web frontend and
   the demo house (devtools/house.py) in a fresh configuration directory.
 
 Then sets everything up the way a user would, through Home Assistant's own APIs:
@@ -56,6 +57,7 @@ from devtools.house import ASSISTANT, HELPER_DOMAINS, house_config, house_device
 from devtools.llm import LocalLlmServer
 from devtools.ports import free_port
 from devtools.voice_servers import VOICE, PiperServer, WhisperServer
+from homeassistant.const import __version__ as HA_VERSION
 
 DEFAULT_DIR = REPO_ROOT / ".cache" / "demo"
 CONNECTION_FILE = "connection.json"  # what scripts/ask and the tests read
@@ -383,6 +385,7 @@ async def async_setup_demo(
         },
     )
     async with api.websocket() as ws:
+        await async_confirm_http_config(ws)
         await async_setup_areas_and_exposure(ws)
         # As a user would in the entity settings: a name to find it by.
         agent = AGENT_ID
@@ -404,6 +407,21 @@ async def async_setup_demo(
             "auth/long_lived_access_token", client_name="Majordome demo (scripts/ask)", lifespan=365
         )
     return Connection(api.url, token, agent, english["id"], french["id"])
+
+
+async def async_confirm_http_config(ws: Websocket) -> None:
+    """Confirm the HTTP settings, as a user does once Home Assistant is reachable.
+
+    Home Assistant 2026.10+ takes configuration.yaml's `http:` into storage as a trial
+    and, unless it is confirmed within 5 minutes, restarts with its defaults. Releases
+    before have no such command; the one without a trial (same settings) has nothing
+    pending.
+    """
+    try:
+        await ws.call("http/config/promote")
+    except ApiError as err:
+        if "unknown_command" not in str(err) and "No pending" not in str(err):
+            raise
 
 
 # --- The readable log -----------------------------------------------------------------
@@ -566,7 +584,7 @@ def run(args: argparse.Namespace) -> None:
         say("demo", f"speech-to-text {stt.uri}, text-to-speech {tts.uri} (voice {VOICE})")
         config_dir = directory / "config"
         write_config(config_dir, args.host, port)
-        say("demo", f"starting Home Assistant 2025.4 in {config_dir}")
+        say("demo", f"starting Home Assistant {HA_VERSION} in {config_dir}")
         ha_log = HomeAssistantLog(config_dir / "home-assistant.log")
         hass = children.enter_context(HomeAssistantServer(config_dir, url, ha_log))
         children.callback(say, "demo", "stopping Home Assistant and the servers")
