@@ -1,10 +1,13 @@
-"""Home Assistant 2025.4's own Assist pipeline around Majordome, for the voice tests.
+"""Home Assistant's own Assist pipeline around Majordome, for the voice tests.
 
 The speech engines are Home Assistant's own `wyoming` integration (one config entry
 per Wyoming server); Majordome is the pipeline's conversation engine. A run is fed
 16 kHz mono s16le PCM in 20 ms chunks, as a satellite streams it, and its events are
 recorded with the time they came. The real satellite (test_voice_satellite) goes
 through the same set-up and the preferred pipeline.
+
+The tests run on two Home Assistant releases whose voice stacks differ; `VOICE` says
+which behaviour the installed one has, found in its code (see VoiceFeatures).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+import importlib
 import io
 from pathlib import Path
 import re
@@ -22,6 +26,7 @@ import wave
 
 import imageio_ffmpeg
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from wyoming.error import Error as WyomingErrorEvent
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_MEMORY_EVERY
@@ -36,6 +41,11 @@ from homeassistant.components.assist_pipeline import (
     async_update_pipeline,
 )
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
+from homeassistant.components.tts import (
+    ResultStream,
+    async_get_media_source_audio,
+    async_get_stream,
+)
 from homeassistant.components.tts.const import DATA_TTS_MANAGER
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import entity_registry as er
@@ -47,6 +57,71 @@ PIPELINE_TIMEOUT_S = 30.0
 SPOKEN_COMMAND = "turn on the kitchen light"  # what piper says for the tests (conftest)
 # No background memory summary: it would take replies meant for the turns.
 VOICE_ENTRY_OPTIONS: dict[str, Any] = {**DEFAULT_OPTIONS, CONF_MEMORY_EVERY: 0}
+
+
+@dataclass(frozen=True)
+class VoiceFeatures:
+    """What the installed Home Assistant's voice stack does, read from its code (never
+    from its version number). Home Assistant 2025.4 has none of these; 2026.10 has all.
+
+    streams_replies: the pipeline can hand TTS the chat log's deltas while the agent is
+        still answering (`ResultStream.async_set_message_stream`). It does once the
+        assistant's text passes 60 characters, or when text came before a tool call;
+        what is spoken is then those deltas, not the agent's final speech. A shorter
+        reply is still spoken from the final speech, as before.
+    media_id_is_stream: tts-end's media_id names the run's result stream
+        (media-source://tts/-stream-/<token>), no longer the message and its options.
+    wyoming_stt_errors / wyoming_tts_errors: HA's wyoming STT / TTS client ends on a
+        server's `error` event (STT: a failed transcription, so a pipeline error;
+        TTS: a failed synthesis), where older ones skip it and wait for a transcript
+        or audio that never comes.
+    """
+
+    streams_replies: bool
+    media_id_is_stream: bool
+    wyoming_stt_errors: bool
+    wyoming_tts_errors: bool
+
+    @classmethod
+    def detect(cls) -> VoiceFeatures:
+        """Read the features off the installed Home Assistant."""
+
+        def reads_error_events(module: str) -> bool:
+            # The client module imports wyoming's Error only to test events against it.
+            imported = importlib.import_module(f"homeassistant.components.wyoming.{module}")
+            return getattr(imported, "Error", None) is WyomingErrorEvent
+
+        return cls(
+            streams_replies=hasattr(ResultStream, "async_set_message_stream"),
+            media_id_is_stream=hasattr(ResultStream, "media_source_id"),
+            wyoming_stt_errors=reads_error_events("stt"),
+            wyoming_tts_errors=reads_error_events("tts"),
+        )
+
+
+VOICE = VoiceFeatures.detect()
+
+
+async def async_reply_audio(hass: HomeAssistant, tts_output: dict[str, Any]) -> tuple[str, bytes]:
+    """(extension, audio) of a run's reply, from its tts-end output, as HA's media source
+    gives it; a failed synthesis raises what HA raised.
+
+    With a message media id (VOICE.media_id_is_stream false) HA makes the audio again
+    from the message, through its cache. A stream media id is the run's own result, read
+    from its stream: HA's `tts.async_get_media_source_audio` cannot read the id whole
+    (it parses "media-source://tts/-stream-/..." as a message id: "No message specified.").
+    """
+    media_id, token = tts_output["media_id"], tts_output["token"]
+    if not VOICE.media_id_is_stream:
+        assert media_id.startswith("media-source://tts/tts."), media_id
+        return await async_get_media_source_audio(hass, media_id)
+    stream = async_get_stream(hass, token)
+    assert stream is not None, f"no result stream for {token}"
+    # (getattr: 2025.4's ResultStream has no media_source_id.)
+    assert media_id == getattr(stream, "media_source_id", None)
+    assert media_id == f"media-source://tts/-stream-/{token}"
+    data = b"".join([chunk async for chunk in stream.async_stream_result()])
+    return stream.extension, data
 
 
 def entity_of(hass: HomeAssistant, config_entry_id: str, domain: str) -> str | None:
@@ -225,14 +300,30 @@ async def async_run_pipeline(
 
 
 def wav_info(data: bytes) -> tuple[int, int, int, float]:
-    """(rate, channels, sample width, seconds) of a WAV file."""
+    """(rate, channels, sample width, seconds) of a WAV file, its seconds those of the
+    frames there are (see wav_pcm)."""
     with wave.open(io.BytesIO(data), "rb") as wav:
-        frames = wav.getnframes()
-        rate = wav.getframerate()
-        return rate, wav.getnchannels(), wav.getsampwidth(), frames / rate
+        rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+    return rate, channels, width, len(wav_pcm(data)) / (rate * channels * width)
+
+
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 
 
 def wav_pcm(data: bytes) -> bytes:
-    """The frames of a WAV file."""
-    with wave.open(io.BytesIO(data), "rb") as wav:
-        return wav.readframes(wav.getnframes())
+    """The frames of a WAV file.
+
+    A WAV streamed as it is made (from a TTS engine that streams, and ffmpeg after it)
+    cannot know its length: its data chunk's size is a placeholder, 0 or 0xFFFFFFFF, and
+    the frames are all that follows.
+    """
+    assert (data[:4], data[8:12]) == (b"RIFF", b"WAVE"), data[:12]
+    offset = 12
+    while offset + 8 <= len(data):
+        kind = data[offset : offset + 4]
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if kind == b"data":
+            frames = data[offset + 8 :]
+            return frames if size in _UNKNOWN_SIZES else frames[:size]
+        offset += 8 + size + (size & 1)
+    raise AssertionError(f"no data chunk in {len(data)} bytes of WAV")

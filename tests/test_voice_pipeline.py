@@ -1,17 +1,35 @@
-"""Majordome behind Home Assistant 2025.4's own Assist pipeline, with real Wyoming servers.
+"""Majordome behind Home Assistant's own Assist pipeline, with real Wyoming servers.
 
 What a voice satellite does: audio -> HA's wyoming STT (faster-whisper tiny.en) ->
 Majordome (the scripted model) -> HA's wyoming TTS (piper) -> a WAV to play. The speech
 servers are real and start once per run (conftest); scripted Wyoming servers stand in where a
 failure must be deterministic (a hallucinated transcript, a server that hangs up).
 
-What 2025.4's pipeline does that these tests pin down:
+The tests run on Home Assistant 2025.4 and on the newest release (2026.10). Where the two
+differ, each test checks what the installed one does, told by its code (pipeline_helpers
+.VOICE), not by its version.
+
+What both pipelines do, pinned down here:
 - TTS is lazy: tts-end carries a media id / URL as soon as the agent has answered, and
   the synthesis runs in the background. A TTS failure is never a pipeline `error`
   event; it shows when the audio is fetched (HTTP 500 on the tts_proxy URL).
 - An empty agent reply skips TTS: no tts-start at all.
-- HA's wyoming client ignores a server's `error` event and waits for a transcript or
-  audio that never comes: STT then hangs the run, TTS hangs the audio fetch.
+
+Where 2025.4 and 2026.10 differ:
+- Media id. 2025.4's names the message and its options: fetched by it, the audio is made
+  again, through HA's cache (a failed synthesis is not cached: each fetch asks the server
+  again). 2026.10's names the run's result stream (media-source://tts/-stream-/<token>):
+  the run's one synthesis, its failure included.
+- Streaming. 2026.10's pipeline can speak the chat log's deltas while the agent is still
+  answering (piper 2.5 takes text as a stream): once the assistant's text passes 60
+  characters, or when text came before a tool call (intent-progress `tts_start_streaming`).
+  What is spoken is then those deltas, not the agent's final speech (tts-start still shows
+  the final speech). A shorter reply is spoken from the final speech, as on 2025.4, which
+  never streams. A WAV made as it streams has no length in its header.
+- A Wyoming server's `error` event. 2025.4's wyoming client ignores it and waits for a
+  transcript or audio that never comes: STT then hangs the run, TTS hangs the audio
+  fetch. 2026.10's ends on it: STT fails the run at once (stt-stream-failed), and the
+  audio fetch fails at once (HTTP 500).
 """
 
 from __future__ import annotations
@@ -28,7 +46,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.majordome.const import CONF_SCREEN_TYPED, EVENT_UTTERANCE_IGNORED
-from devtools.scripted_server import ScriptedServer, text, tool_calls
+from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
 from devtools.scripted_wyoming import ScriptedWyoming
 from devtools.voice_servers import (
     STT_RATE,
@@ -46,19 +64,24 @@ from homeassistant.helpers import device_registry as dr
 
 from .helpers import running_wyoming, user_messages
 from .pipeline_helpers import (
+    VOICE,
     VOICE_ENTRY_OPTIONS,
     PipelineRunRecord,
     async_add_wyoming,
     async_create_pipeline,
+    async_reply_audio,
     async_run_pipeline,
     async_setup_voice,
     state,
     wav_info,
     wav_pcm,
+    words,
 )
 
 KITCHEN = "light.kitchen_light"
 REPLY = "The kitchen light is on."
+# Past the 60 characters after which 2026.10's pipeline speaks the reply as it streams.
+LONG_REPLY = "The kitchen light is on, and every other light in the house is off."
 # How long a run that should have answered may stay silent before we call it a hang.
 # The scripted servers answer within milliseconds, so one second is plenty.
 HANG_S = 1.0
@@ -186,9 +209,27 @@ def tts_url(run: PipelineRunRecord) -> str:
     return str(run.data(PipelineEventType.TTS_END)["tts_output"]["url"])
 
 
-def tts_media_id(run: PipelineRunRecord) -> str:
-    """The reply's audio as a media source id."""
-    return str(run.data(PipelineEventType.TTS_END)["tts_output"]["media_id"])
+async def async_run_audio(hass: HomeAssistant, run: PipelineRunRecord) -> tuple[str, bytes]:
+    """The reply's audio as HA's media source gives it for the run's media id."""
+    return await async_reply_audio(hass, run.data(PipelineEventType.TTS_END)["tts_output"])
+
+
+def started_streaming(run: PipelineRunRecord) -> bool:
+    """Whether the pipeline started speaking the reply from the chat log's deltas."""
+    return any(
+        (event.data or {}).get("tts_start_streaming")
+        for _, event in run.events
+        if event.type == PipelineEventType.INTENT_PROGRESS
+    )
+
+
+async def async_heard(whisper_server: WhisperServer, audio: bytes) -> str:
+    """What whisper hears in a WAV reply; `audio` must be a whole, non-empty WAV."""
+    rate, channels, width, seconds = wav_info(audio)
+    assert (channels, width) == (1, 2)
+    assert seconds > 0.2, f"{seconds:.2f} s of audio"
+    pcm = resample_pcm16(wav_pcm(audio), rate, STT_RATE)
+    return await async_transcribe(whisper_server.host, whisper_server.port, pcm + silence(0.5))
 
 
 # --- 1. a spoken command, end to end -------------------------------------------------
@@ -237,7 +278,7 @@ async def test_spoken_command_turns_the_light_on_and_is_answered_aloud(
         "run-end",
     ]
     assert "stt-vad-start" in run.types
-    # 2025.4 reports the chat log's deltas: the call, its result, the text.
+    # Both releases report the chat log's deltas: the call, its result, the text.
     assert run.types.count("intent-progress") >= 3
     transcript = run.data(PipelineEventType.STT_END)["stt_output"]["text"]
     assert "kitchen light" in transcript.lower()
@@ -252,18 +293,101 @@ async def test_spoken_command_turns_the_light_on_and_is_answered_aloud(
     assert speech["plain"]["speech"] == REPLY
     tts_start = run.data(PipelineEventType.TTS_START)
     assert (tts_start["tts_input"], tts_start["voice"]) == (REPLY, piper_server.paths.voice)
+    # A short reply is spoken from the final speech, on either release.
+    assert not started_streaming(run)
 
     # The run ended with the media id; the audio is made in the background.
-    extension, audio = await tts.async_get_media_source_audio(hass, tts_media_id(run))
+    extension, audio = await async_run_audio(hass, run)
     assert extension == "wav"
     assert audio.startswith(b"RIFF")
     got_rate, channels, width, seconds = wav_info(audio)
     assert (got_rate, channels, width) == (rate, 1, 2)
     assert 0.8 < seconds < 5, seconds
     # And it says the reply: whisper hears it back.
-    pcm = resample_pcm16(wav_pcm(audio), rate, STT_RATE)
-    heard = await async_transcribe(whisper_server.host, whisper_server.port, pcm + silence(0.5))
+    heard = await async_heard(whisper_server, audio)
     assert "kitchen light" in heard.lower(), heard
+
+
+async def test_long_reply_is_spoken_as_it_streams_where_the_pipeline_streams(
+    hass: HomeAssistant,
+    *,
+    real_pipeline: str,
+    scripted: ScriptedServer,
+    spoken: bytes,
+    satellite: str,
+    whisper_server: WhisperServer,
+) -> None:
+    """A reply past 60 characters, streamed in pieces: 2026.10 starts speaking it from
+    the chat log's deltas before the agent has finished (a satellite hears it sooner);
+    2025.4 speaks the final speech. Either way the user hears the whole reply."""
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text(*LONG_REPLY.partition(", ")),  # streamed in three pieces
+    )
+
+    run = await async_run_pipeline(
+        hass, real_pipeline, spoken, device_id=satellite, tts_audio_output="wav"
+    )
+
+    assert state(hass, KITCHEN) == "on"
+    assert run.milestones[-4:] == ["intent-end", "tts-start", "tts-end", "run-end"]
+    speech = run.data(PipelineEventType.INTENT_END)["intent_output"]["response"]["speech"]
+    assert speech["plain"]["speech"] == LONG_REPLY
+    assert run.data(PipelineEventType.TTS_START)["tts_input"] == LONG_REPLY
+    assert started_streaming(run) is VOICE.streams_replies
+    if VOICE.streams_replies:
+        # Once the text passed 60 characters, before the agent's answer ended.
+        [streaming_at] = [
+            index
+            for index, (_, event) in enumerate(run.events)
+            if (event.data or {}).get("tts_start_streaming")
+        ]
+        assert streaming_at < run.types.index("intent-end")
+        streamed = "".join(
+            (event.data or {}).get("chat_log_delta", {}).get("content") or ""
+            for _, event in run.events[:streaming_at]
+        )
+        assert 60 < len(streamed) <= len(LONG_REPLY), streamed
+    _, audio = await async_run_audio(hass, run)
+    heard = words(await async_heard(whisper_server, audio))
+    assert "kitchen light" in heard, heard
+    assert "house" in heard, heard
+
+
+async def test_answer_for_a_model_silent_after_its_tool_is_heard(
+    hass: HomeAssistant,
+    *,
+    real_pipeline: str,
+    scripted: ScriptedServer,
+    spoken: bytes,
+    satellite: str,
+    whisper_server: WhisperServer,
+) -> None:
+    """A small model writes a blank line before its tool call (what is left of an empty
+    <think> block), then nothing once the tool ran: Majordome answers for it ("Done.").
+    The user must hear that answer. 2025.4 speaks the final speech. On 2026.10 the blank
+    line (text before a tool call) started the streaming, so only deltas are spoken: an
+    answer added to the chat log without streaming it never reaches TTS, piper gets the
+    blank line alone and makes no audio, and a satellite plays nothing."""
+    call = tool_calls(("HassTurnOn", {"name": "Kitchen Light"}))
+    scripted.add(
+        Reply(deltas=[{"content": "\n\n"}, *call.deltas], finish_reason="tool_calls"),
+        text(""),
+    )
+
+    run = await async_run_pipeline(
+        hass, real_pipeline, spoken, device_id=satellite, tts_audio_output="wav"
+    )
+
+    assert state(hass, KITCHEN) == "on"
+    speech = run.data(PipelineEventType.INTENT_END)["intent_output"]["response"]["speech"]
+    answer = speech["plain"]["speech"]
+    assert words(answer), speech
+    assert run.data(PipelineEventType.TTS_START)["tts_input"] == answer
+    assert started_streaming(run) is VOICE.streams_replies
+    _, audio = await async_run_audio(hass, run)  # unheard: ffmpeg finds no audio at all
+    heard = words(await async_heard(whisper_server, audio))
+    assert words(answer) in heard, (answer, heard)
 
 
 # --- 2. silence and noise ------------------------------------------------------------
@@ -294,7 +418,8 @@ async def test_satellite_hallucination_is_dropped_before_the_model(
     [event] = ignored
     assert event.data["text"] == f" {hallucination}"  # wyoming keeps whisper's space
     assert (event.data["reason"], event.data["device_id"]) == ("hallucination", satellite)
-    # The agent's speech is empty, so 2025.4 skips TTS: no tts-start, and no error.
+    # The agent's speech is empty, so the pipeline skips TTS (both releases): no
+    # tts-start, and no error.
     assert run.milestones == [
         "run-start",
         "stt-start",
@@ -405,7 +530,7 @@ async def test_stt_server_failure_is_a_pipeline_error(
     assert scripted.chat_requests == []
 
 
-async def test_stt_error_event_hangs_the_run(
+async def test_stt_error_event_hangs_the_run_or_fails_it(
     hass: HomeAssistant,
     *,
     stt_pipeline: str,
@@ -414,19 +539,26 @@ async def test_stt_error_event_hangs_the_run(
     spoken: bytes,
     satellite: str,
 ) -> None:
-    """HA 2025.4's wyoming STT skips an `error` event and waits for a transcript: the run
-    hangs for as long as the server keeps the connection open. (HA's code, not ours:
-    a satellite must time out by itself.)"""
+    """A Wyoming STT server that answers with an `error` event. HA 2025.4's wyoming STT
+    skips it and waits for a transcript: the run hangs for as long as the server keeps
+    the connection open (HA's code, not ours: a satellite must time out by itself).
+    2026.10's ends on it: a pipeline error at once. Majordome is never asked."""
     scripted_stt.error_during = "transcribe"
     run = PipelineRunRecord()
 
-    with pytest.raises(TimeoutError):
+    if VOICE.wyoming_stt_errors:
         await async_run_pipeline(
             hass, stt_pipeline, spoken, device_id=satellite, time_limit=HANG_S, record=run
         )
-
-    # No error event: the run-end is our cancellation's (the pipeline's finally).
-    assert run.milestones == ["run-start", "stt-start", "run-end"]
+        assert run.milestones == ["run-start", "stt-start", "error", "run-end"]
+        assert run.data(PipelineEventType.ERROR)["code"] == "stt-stream-failed"
+    else:
+        with pytest.raises(TimeoutError):
+            await async_run_pipeline(
+                hass, stt_pipeline, spoken, device_id=satellite, time_limit=HANG_S, record=run
+            )
+        # No error event: the run-end is our cancellation's (the pipeline's finally).
+        assert run.milestones == ["run-start", "stt-start", "run-end"]
     assert scripted_stt.transcribe_requests == ["en"]
     assert scripted.chat_requests == []
 
@@ -446,8 +578,10 @@ async def test_tts_server_failure_after_the_turn(
     satellite: str,
     failure: str,
 ) -> None:
-    """The turn happened (the light is on); the reply cannot be heard. 2025.4 reports
-    no pipeline error for it: tts-end carries a URL, and fetching it fails."""
+    """The turn happened (the light is on); the reply cannot be heard. No pipeline error
+    reports it: tts-end carries a URL, and fetching it fails. Fetched by its media id,
+    2025.4 asks the server again (a failure is not cached); 2026.10 gives the run's
+    stream, whose one synthesis failed."""
     if failure == "down":
         await scripted_tts.stop()
     else:
@@ -466,13 +600,19 @@ async def test_tts_server_failure_after_the_turn(
     client = await hass_client_no_auth()
     response = await client.get(tts_url(run))
     assert response.status == HTTPStatus.INTERNAL_SERVER_ERROR
-    with pytest.raises(HomeAssistantError, match=r"No TTS from tts\.scripted_tts"):
-        await tts.async_get_media_source_audio(hass, tts_media_id(run))
-    # A failed synthesis leaves no cache entry: each fetch asks the server again.
-    assert [s.text for s in scripted_tts.synthesized] == ([] if failure == "down" else [REPLY] * 2)
+    # HA names the engine by its entity id (2025.4) or by its name (2026.10).
+    no_tts = r"No TTS from (tts\.scripted_tts|scripted-tts) for 'The kitchen light is on\.'"
+    with pytest.raises(HomeAssistantError, match=no_tts):
+        await async_run_audio(hass, run)
+    # 2025.4: a failed synthesis leaves no cache entry, so each fetch asks the server
+    # again. 2026.10: the stream keeps its failure; the server was asked once.
+    fetches = 1 if VOICE.media_id_is_stream else 2
+    assert [s.text for s in scripted_tts.synthesized] == (
+        [] if failure == "down" else [REPLY] * fetches
+    )
 
 
-async def test_tts_error_event_hangs_the_audio(
+async def test_tts_error_event_hangs_the_audio_or_fails_it(
     hass: HomeAssistant,
     *,
     hass_client_no_auth: ClientSessionGenerator,
@@ -482,8 +622,10 @@ async def test_tts_error_event_hangs_the_audio(
     spoken: bytes,
     satellite: str,
 ) -> None:
-    """HA 2025.4's wyoming TTS skips an `error` event and waits for audio: the run ends
-    normally, and a satellite fetching the reply waits as long as the server is silent."""
+    """A Wyoming TTS server that answers with an `error` event; the run ends normally
+    either way. HA 2025.4's wyoming TTS skips the event and waits for audio: a satellite
+    fetching the reply waits as long as the server is silent. 2026.10's ends on it: the
+    fetch fails at once (HTTP 500), with the server's message."""
     scripted_tts.error_during = "synthesize"
     scripted.add(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), text(REPLY))
 
@@ -494,7 +636,15 @@ async def test_tts_error_event_hangs_the_audio(
     assert state(hass, KITCHEN) == "on"
     assert run.milestones[-3:] == ["tts-start", "tts-end", "run-end"]
     client = await hass_client_no_auth()
-    with pytest.raises(TimeoutError):
+    if VOICE.wyoming_tts_errors:
         async with asyncio.timeout(HANG_S):
-            await client.get(tts_url(run))
+            response = await client.get(tts_url(run))
+        assert response.status == HTTPStatus.INTERNAL_SERVER_ERROR
+        with pytest.raises(HomeAssistantError, match=r"Wyoming service: scripted failure"):
+            async with asyncio.timeout(HANG_S):
+                await async_run_audio(hass, run)
+    else:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(HANG_S):
+                await client.get(tts_url(run))
     assert [s.text for s in scripted_tts.synthesized] == [REPLY]

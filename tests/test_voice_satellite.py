@@ -7,6 +7,12 @@ connects to it as to any satellite and runs the preferred pipeline: the real whi
 STT, Majordome on the scripted model, the real piper TTS, whose answer (converted by
 ffmpeg) goes back to the satellite's speaker. The speech servers start once per run
 (conftest).
+
+Home Assistant 2025.4 sends the answer's audio once the agent has answered. 2026.10 may
+start sooner: a reply past 60 characters is spoken from the chat log's deltas as they
+stream (pipeline_helpers.VOICE.streams_replies), and HA's wyoming satellite starts
+sending its audio then, before the agent has finished. Either way the speaker must get
+the whole answer.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from homeassistant.helpers import entity_registry as er
 
 from .helpers import user_messages
 from .pipeline_helpers import (
+    VOICE,
     VOICE_ENTRY_OPTIONS,
     async_add_wyoming,
     async_add_wyoming_entry,
@@ -53,6 +60,8 @@ from .pipeline_helpers import (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KITCHEN = "light.kitchen_light"
 REPLY = "The kitchen light is on."
+# Past the 60 characters after which 2026.10's pipeline speaks the reply as it streams.
+LONG_REPLY = "The kitchen light is on, and every other light in the house is off."
 HALLUCINATION = "Thanks for watching!"  # what whisper makes of noise, said outright
 SATELLITE_ENTITY = "assist_satellite.test_sat"
 TURN_TIMEOUT_S = 30.0  # wake word -> the answer played
@@ -173,14 +182,21 @@ def level(pcm: bytes) -> float:
 # --- tests ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("reply", [REPLY, LONG_REPLY], ids=["short", "long"])
 async def test_spoken_command_through_the_satellite(
     hass: HomeAssistant,
     satellite: tuple[WyomingSatellite, str],
     scripted: ScriptedServer,
     whisper_server: WhisperServer,
+    reply: str,
 ) -> None:
+    """The short reply is spoken from the agent's final speech; the long one, where the
+    pipeline streams (2026.10), from the deltas, its audio sent as soon as it starts."""
     sat, device_id = satellite
-    scripted.add(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), text(REPLY))
+    # The long reply streams in three pieces, as a model writes it.
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), text(*reply.partition(", "))
+    )
     assert state(hass, KITCHEN) == "off"
 
     sat.trigger()  # the wake word; the mic then says the command
@@ -191,12 +207,17 @@ async def test_spoken_command_through_the_satellite(
     assert state(hass, KITCHEN) == "on", explain(hass, sat)
     assert scripted.chat_requests, explain(hass, sat)
     assert "kitchen light" in words(user_messages(scripted.chat_requests[0])[-1])
-    assert sat.spoken_texts() == [REPLY]
+    # What HA told the satellite it would say: the final speech, even when streamed.
+    assert sat.spoken_texts() == [reply]
     # The turn came from the satellite's device (Majordome screens such turns as voice).
     [run] = pipeline_runs(hass)
     [intent_start] = [data for kind, data in run if kind == "intent-start"]
     assert intent_start["device_id"] == device_id
     assert intent_start["engine"].startswith("conversation.")
+    streamed = any(
+        kind == "intent-progress" and data.get("tts_start_streaming") for kind, data in run
+    )
+    assert streamed is (VOICE.streams_replies and len(reply) > 60), explain(hass, sat)
 
     # The speaker got the answer: piper's voice, converted to 22.05 kHz s16le mono.
     audio = sat.speaker_audio()
@@ -209,6 +230,8 @@ async def test_spoken_command_through_the_satellite(
         resample_pcm16(audio, SPEAKER_RATE, STT_RATE) + silence(0.5),
     )
     assert "kitchen" in words(heard), heard
+    if reply == LONG_REPLY:
+        assert "house" in words(heard), heard  # its end too
     # (assist_satellite.test_sat stays "responding": 1.0.0 never sends `played`.)
 
 
@@ -273,7 +296,9 @@ async def test_stop_leaves_nothing_behind(satellite_process: WyomingSatellite) -
     assert len(members) >= 3, members
     satellite_process.stop()
     assert satellite_process.pid is None
-    assert group_members(pid) == []
+    # stop() SIGKILLs what is left of the group as it returns; a member may still be
+    # exiting for a moment then (seen: state R, PF_EXITING, no memory left), never longer.
+    await wait_gone(pid, within_s=2.0)
     satellite_process.stop()  # idempotent
 
 
