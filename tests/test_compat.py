@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.majordome import compat
 from devtools.house import async_setup_house
-from devtools.scripted_server import ScriptedServer, text
+from devtools.scripted_server import ScriptedServer, text, tool_calls
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 
@@ -72,3 +73,35 @@ def test_a_tool_is_found_by_its_name_with_or_without_prefix(
     name: str, tools: list[str], meant: str | None
 ) -> None:
     assert compat.tool_named(name, tools) == meant
+
+
+async def test_no_deprecation_is_reported_about_majordome(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A turn with Assist's tools and Majordome's own: Home Assistant has nothing to report.
+
+    On 2026.10+ it reports tools without an integration, tools returning plain JSON and
+    `ToolResultContent.tool_result` being read, each naming the custom integration.
+    """
+    assert await async_setup_component(hass, "homeassistant", {})
+    await async_setup_house(hass, "demo")
+    scripted.add(
+        tool_calls(
+            ("HassTurnOn", {"name": "Kitchen Light"}),
+            ("remember", {"fact": "The cat is Miso"}),
+            ("GetDateTime", {}),
+        ),
+        text("Done, noted, and it is late."),
+    )
+    await converse(hass, entry, "turn on the kitchen light, remember the cat, what time is it?")
+
+    assert hass.states.get("light.kitchen_light").state == "on"
+    reports = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.WARNING and "majordome" in record.getMessage().lower()
+    ]
+    assert reports == []
