@@ -17,17 +17,16 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 import pytest_socket
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import DOMAIN
 from devtools.scripted_server import ScriptedServer
 from devtools.voice_servers import PiperServer, WhisperServer, spoken_command
-from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 
 from .browser_helpers import WARM_UP_TIMEOUT_S, RunningDemo, start_demo
+from .helpers import MODEL, majordome_entry
 from .pipeline_helpers import SPOKEN_COMMAND
 
-MODEL = "scripted-model"
+__all__ = ["MODEL"]
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +59,11 @@ async def _async_collect_stream_garbage() -> None:
 
 @pytest.fixture
 def entry_options() -> dict[str, Any]:
-    """The options the entry is created with; tests override this fixture."""
+    """The setup the entry is created with; tests override this fixture.
+
+    The agent's options and the household's voice servers in one dict: see
+    `majordome_entry`, which puts each where it belongs.
+    """
     return dict(DEFAULT_OPTIONS)
 
 
@@ -68,15 +71,9 @@ def entry_options() -> dict[str, Any]:
 async def entry(
     hass: HomeAssistant, scripted: ScriptedServer, entry_options: dict[str, Any]
 ) -> MockConfigEntry:
-    """A loaded Majordome entry talking to the scripted server."""
+    """A loaded Majordome server entry on the scripted server, with one agent on MODEL."""
     assert await async_setup_component(hass, "homeassistant", {})
-    config_entry = MockConfigEntry(
-        domain=DOMAIN,
-        title=f"{MODEL} ({scripted.url})",
-        data={CONF_URL: scripted.url, CONF_MODEL: MODEL},
-        options=entry_options,
-        unique_id=f"{scripted.url}|{MODEL}",
-    )
+    config_entry = majordome_entry(scripted.url, entry_options)
     config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     await hass.async_block_till_done()

@@ -10,12 +10,79 @@ from typing import Any
 
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.majordome.config_flow import DEFAULT_OPTIONS
+from custom_components.majordome.const import DOMAIN, HOUSEHOLD_OPTIONS, SUBENTRY_AGENT
+from custom_components.majordome.migration import VERSION
+from custom_components.majordome.models import default_agent
 from custom_components.majordome.tools import GetTimeTool
 from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.auth.models import User
 from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigSubentry, ConfigSubentryData
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import chat_session
+from homeassistant.helpers import chat_session, entity_registry as er
+
+MODEL = "scripted-model"
+
+
+def agent_data(model: str = MODEL, options: dict[str, Any] | None = None) -> ConfigSubentryData:
+    """An agent subentry as stored: its model and options, titled by its model."""
+    return ConfigSubentryData(
+        subentry_type=SUBENTRY_AGENT,
+        title=model,
+        data={CONF_MODEL: model, **(DEFAULT_OPTIONS if options is None else options)},
+        unique_id=None,
+    )
+
+
+def majordome_entry(
+    url: str,
+    options: dict[str, Any] | None = None,
+    *,
+    model: str = MODEL,
+    api_key: str | None = None,
+) -> MockConfigEntry:
+    """A server entry with one agent, as the config flow makes it.
+
+    `options` is the whole setup, as 0.1 kept it in one place: the household's keys
+    (the voice servers) go to the entry's options, the others to the agent's.
+    """
+    options = dict(DEFAULT_OPTIONS if options is None else options)
+    household = {key: options.pop(key) for key in HOUSEHOLD_OPTIONS if key in options}
+    data = {CONF_URL: url} if api_key is None else {CONF_URL: url, CONF_API_KEY: api_key}
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title=url,
+        data=data,
+        options=household,
+        subentries_data=[agent_data(model, options)],
+        version=VERSION,
+    )
+
+
+def agent_of(entry: MockConfigEntry) -> ConfigSubentry:
+    """The entry's first agent."""
+    agent = default_agent(entry)
+    assert agent is not None
+    return agent
+
+
+def agent_entity_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
+    """The conversation entity of the entry's first agent."""
+    entity_id = er.async_get(hass).async_get_entity_id(
+        conversation.DOMAIN, DOMAIN, agent_of(entry).subentry_id
+    )
+    assert entity_id is not None
+    return entity_id
+
+
+def update_agent(hass: HomeAssistant, entry: MockConfigEntry, **changes: Any) -> None:
+    """Change options of the entry's first agent (which reloads the entry)."""
+    agent = agent_of(entry)
+    assert hass.config_entries.async_update_subentry(
+        entry, agent, data={**agent.data, **changes}
+    )
 
 
 def _assist_tool_name(module: str, name: str) -> str | None:

@@ -11,9 +11,10 @@ from homeassistant.helpers.httpx_client import get_async_client
 from homeassistant.helpers.typing import ConfigType
 
 from .backend import create_client
-from .const import CONF_TIMEOUT, DEFAULT_TIMEOUT, DOMAIN
+from .const import DEFAULT_TIMEOUT, DOMAIN, LOGGER
 from .memory import MemoryStore
-from .models import MajordomeConfigEntry, MajordomeData
+from .migration import VERSION, migrate_to_agents
+from .models import MajordomeConfigEntry, MajordomeData, agent_settings
 from .services import async_register_services
 from .tools import MajordomeAPI
 from .voice.endpoint import VoiceView
@@ -36,10 +37,10 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) -> bool:
-    """Set up an agent for one server and model.
+    """Set up a server's agents: one client and one memory for them all.
 
-    The server is not probed here: while it is down the agent stays available and
-    tells the user what is wrong, which a voice user hears, instead of vanishing.
+    The server is not probed here: while it is down the agents stay available and
+    tell the user what is wrong, which a voice user hears, instead of vanishing.
     """
     client = await hass.async_add_executor_job(
         partial(
@@ -47,11 +48,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) ->
             entry.data[CONF_URL],
             entry.data.get(CONF_API_KEY),
             get_async_client(hass),
-            float(entry.options.get(CONF_TIMEOUT, DEFAULT_TIMEOUT)),
+            float(DEFAULT_TIMEOUT),  # each agent applies its own
         )
     )
     entry.runtime_data = MajordomeData(
-        client=client, options=dict(entry.options), memory=MemoryStore(hass, entry)
+        client=client,
+        options=dict(entry.options),
+        memory=MemoryStore(hass, entry),
+        agents=agent_settings(entry),
     )
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
@@ -59,11 +63,24 @@ async def async_setup_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) ->
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) -> bool:
-    """Unload the agent."""
+    """Unload the agents."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
 
 
+async def async_migrate_entry(hass: HomeAssistant, entry: MajordomeConfigEntry) -> bool:
+    """Bring an entry of an older Majordome to this version's shape."""
+    if entry.version > VERSION:
+        LOGGER.error(
+            "Entry %s is from a newer Majordome: downgrading is not supported", entry.title
+        )
+        return False
+    if entry.version == 1:
+        migrate_to_agents(hass, entry)
+    return True
+
+
 async def _async_update_listener(hass: HomeAssistant, entry: MajordomeConfigEntry) -> None:
-    """Reload when the options change (features and the client depend on them)."""
-    if dict(entry.options) != entry.runtime_data.options:
+    """Reload when the options or the agents change (not on a memory write)."""
+    runtime = entry.runtime_data
+    if dict(entry.options) != runtime.options or agent_settings(entry) != runtime.agents:
         await hass.config_entries.async_reload(entry.entry_id)

@@ -12,6 +12,8 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
   are only offered where it does not.
 - Chat sessions: an owner context from 2026.11; a second turn in a busy conversation raises
   `ConversationBusyError` from 2026.11.
+- Moving a device onto a config subentry: `add_`/`remove_config_subentry_id` until 2025.6,
+  `new_config_subentry_id` later (the former are deprecated and reported from 2026.10).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import chat_session, llm
+from homeassistant.helpers import chat_session, device_registry as dr, llm
 from homeassistant.util.json import JsonObjectType
 
 from .const import LOGGER
@@ -181,3 +183,38 @@ BUSY_ERRORS: tuple[type[Exception], ...] = tuple(
     for error in (getattr(conversation, "ConversationBusyError", None),)
     if isinstance(error, type) and issubclass(error, Exception)
 )
+
+
+# --- Devices ---------------------------------------------------------------------
+
+_DEVICE_MOVES = (
+    "new_config_subentry_id" in inspect.signature(dr.DeviceRegistry.async_update_device).parameters
+)
+
+
+def move_device_to_subentry(
+    devices: dr.DeviceRegistry,
+    device_id: str,
+    entry_id: str,
+    subentry_id: str,
+    identifiers: set[tuple[str, str]],
+) -> None:
+    """Give a device of the entry to one of its subentries, under new identifiers."""
+    if _DEVICE_MOVES:
+        devices.async_update_device(
+            device_id,
+            new_identifiers=identifiers,
+            new_config_entry_id=entry_id,  # type: ignore[call-arg]
+            new_config_subentry_id=subentry_id,
+        )
+        return
+    # Two calls: 2025.4 computes a removal from the device as it was before the call.
+    devices.async_update_device(
+        device_id,
+        new_identifiers=identifiers,
+        add_config_entry_id=entry_id,
+        add_config_subentry_id=subentry_id,
+    )
+    devices.async_update_device(
+        device_id, remove_config_entry_id=entry_id, remove_config_subentry_id=None
+    )

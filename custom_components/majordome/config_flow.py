@@ -1,26 +1,38 @@
-"""Setup, reconfiguration and options of a Majordome agent.
+"""Setup of a Majordome server, the options of its household, and its agents.
 
-Step 1 asks for the server and checks it by listing its models; step 2 picks one
-(free text when the server lists none). One entry per server URL and model.
+- The server (config flow): step 1 asks for the server and checks it by listing its
+  models; step 2 picks the first agent's model (free text when the server lists none).
+  One entry per server URL. Reconfiguring it changes the URL or the key, nothing else.
+- The household (options flow): its profile and the voice endpoint's speech servers,
+  shared by every agent of the server.
+- The agents (subentry flow, `conversation`): a model from the server's list, then the
+  agent's name, instructions, tools, sampling and limits. Added, or reconfigured.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+import openai
 import voluptuous as vol
 
 from homeassistant.config_entries import (
     SOURCE_RECONFIGURE,
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
+    ConfigSubentryData,
+    ConfigSubentryFlow,
     OptionsFlow,
+    SubentryFlowResult,
 )
-from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_NAME, CONF_URL
 from homeassistant.core import callback
+from homeassistant.data_entry_flow import AbortFlow
 from homeassistant.helpers import selector
 from homeassistant.helpers.httpx_client import get_async_client
 
@@ -53,16 +65,21 @@ from .const import (
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     DOMAIN,
+    HOUSEHOLD_OPTIONS,
     LLM_API_ASSIST,
     LLM_API_NONE,
     LOGGER,
     MEMORY_KEY,
+    SUBENTRY_AGENT,
 )
 from .memory import Memory, MemoryStore, Onboarding
 from .metacognition import SCRIPTS
+from .migration import VERSION
+from .models import MajordomeConfigEntry
 from .prompt import default_instructions
 from .voice.wyoming_client import ServerAddress, SpeechError, async_describe, installed_voices
 
+# A new agent's options (its subentry's data, with its model).
 DEFAULT_OPTIONS: dict[str, Any] = {
     CONF_LLM_HASS_API: LLM_API_ASSIST,
     CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
@@ -95,137 +112,6 @@ SERVER_SCHEMA = vol.Schema(
 )
 
 
-def _unique_id(url: str, model: str) -> str:
-    return f"{url.rstrip('/')}|{model}"
-
-
-class MajordomeConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Set up Majordome for one server and model."""
-
-    VERSION = 1
-
-    def __init__(self) -> None:
-        """Start with no server."""
-        self._server: dict[str, Any] = {}
-        self._models: list[str] = []
-
-    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Ask for the server."""
-        return await self._async_step_server("user", user_input, {CONF_URL: DEFAULT_URL})
-
-    async def async_step_reconfigure(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Change the server, key or model of an existing entry."""
-        return await self._async_step_server(
-            "reconfigure", user_input, dict(self._get_reconfigure_entry().data)
-        )
-
-    async def _async_step_server(
-        self, step_id: str, user_input: dict[str, Any] | None, suggested: dict[str, Any]
-    ) -> ConfigFlowResult:
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            user_input = {**user_input, CONF_URL: user_input[CONF_URL].strip()}
-            errors = await self._async_check_server(user_input)
-            if not errors:
-                self._server = user_input
-                return await self.async_step_model()
-            suggested = user_input
-        return self.async_show_form(
-            step_id=step_id,
-            data_schema=self.add_suggested_values_to_schema(SERVER_SCHEMA, suggested),
-            errors=errors,
-        )
-
-    async def _async_check_server(self, server: dict[str, Any]) -> dict[str, str]:
-        """List the server's models; return the form errors (none when it answered)."""
-        if not server[CONF_URL].startswith(("http://", "https://")):
-            return {CONF_URL: "invalid_url"}
-        client = await self.hass.async_add_executor_job(
-            partial(
-                create_client,
-                server[CONF_URL],
-                server.get(CONF_API_KEY),
-                get_async_client(self.hass),
-                CONNECT_TIMEOUT,
-            )
-        )
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                self._models = await async_list_models(client)
-        except TimeoutError:
-            return {"base": "timeout"}
-        except BackendError as err:
-            if err.kind is ErrorKind.MODEL_NOT_FOUND:
-                # No /models endpoint on this server: the model is typed by hand.
-                self._models = []
-                return {}
-            if err.kind not in _ERRORS:
-                LOGGER.warning("Unexpected answer listing models: %s", err)
-            return {"base": _ERRORS.get(err.kind, "unknown")}
-        except Exception:  # noqa: BLE001 - the form says "unknown", the log says why
-            LOGGER.exception("Unexpected error listing models")
-            return {"base": "unknown"}
-        return {}
-
-    async def async_step_model(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Pick the model."""
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            if model := user_input[CONF_MODEL].strip():
-                return await self._async_finish({**self._server, CONF_MODEL: model})
-            errors["base"] = "model_required"
-        elif not self._models:
-            # Said on the first showing: the user has to type the name.
-            errors["base"] = "no_models"
-
-        current = (
-            self._get_reconfigure_entry().data.get(CONF_MODEL)
-            if self.source == SOURCE_RECONFIGURE
-            else None
-        )
-        field: selector.Selector[Any] = (
-            selector.SelectSelector(
-                selector.SelectSelectorConfig(
-                    options=self._models,
-                    custom_value=True,
-                    mode=selector.SelectSelectorMode.DROPDOWN,
-                )
-            )
-            if self._models
-            else selector.TextSelector()
-        )
-        default = current or (self._models[0] if self._models else "")
-        return self.async_show_form(
-            step_id="model",
-            data_schema=vol.Schema({vol.Required(CONF_MODEL, default=default): field}),
-            errors=errors,
-            description_placeholders={"url": self._server[CONF_URL]},
-        )
-
-    async def _async_finish(self, data: dict[str, Any]) -> ConfigFlowResult:
-        """Create the entry, or update the one being reconfigured."""
-        unique_id = _unique_id(data[CONF_URL], data[CONF_MODEL])
-        title = f"{data[CONF_MODEL]} ({data[CONF_URL]})"
-        await self.async_set_unique_id(unique_id)
-        if self.source == SOURCE_RECONFIGURE:
-            entry = self._get_reconfigure_entry()
-            if unique_id != entry.unique_id:
-                self._abort_if_unique_id_configured()
-            return self.async_update_reload_and_abort(
-                entry, unique_id=unique_id, title=title, data=data
-            )
-        self._abort_if_unique_id_configured()
-        return self.async_create_entry(title=title, data=data, options=DEFAULT_OPTIONS)
-
-    @staticmethod
-    @callback
-    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
-        """Return the options flow."""
-        return MajordomeOptionsFlow()
-
-
 def _number(minimum: float, maximum: float, step: float = 1) -> selector.NumberSelector:
     return selector.NumberSelector(
         selector.NumberSelectorConfig(
@@ -234,12 +120,11 @@ def _number(minimum: float, maximum: float, step: float = 1) -> selector.NumberS
     )
 
 
-OPTIONS_SCHEMA = vol.Schema(
+# An agent's options, as its form shows them (its name first, its model is the step before).
+AGENT_SCHEMA = vol.Schema(
     {
+        vol.Required(CONF_NAME): selector.TextSelector(),
         vol.Optional(CONF_PROMPT): selector.TemplateSelector(),
-        vol.Optional(CONF_PROFILE): selector.TextSelector(
-            selector.TextSelectorConfig(multiline=True)
-        ),
         vol.Required(CONF_LLM_HASS_API): selector.SelectSelector(
             selector.SelectSelectorConfig(
                 options=[LLM_API_ASSIST, LLM_API_NONE], translation_key=CONF_LLM_HASS_API
@@ -263,11 +148,192 @@ OPTIONS_SCHEMA = vol.Schema(
                 translation_key=CONF_ALLOWED_SCRIPTS,
             )
         ),
+    }
+)
+
+# The household's options: what every agent of the server shares.
+HOUSEHOLD_SCHEMA = vol.Schema(
+    {
+        vol.Optional(CONF_PROFILE): selector.TextSelector(
+            selector.TextSelectorConfig(multiline=True)
+        ),
         vol.Optional(CONF_STT_SERVER): selector.TextSelector(),
         vol.Optional(CONF_TTS_SERVER): selector.TextSelector(),
         vol.Optional(CONF_TTS_VOICE): selector.TextSelector(),
     }
 )
+
+
+# --- The server's models, shared by the setup and the agents' flows -----------------
+
+
+async def async_server_models(client: openai.AsyncOpenAI) -> tuple[list[str], dict[str, str]]:
+    """List the server's models; return them and the form errors (none when it answered).
+
+    A server without a /models endpoint lists nothing: the model is then typed by hand.
+    """
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            return await async_list_models(client), {}
+    except TimeoutError:
+        return [], {"base": "timeout"}
+    except BackendError as err:
+        if err.kind is ErrorKind.MODEL_NOT_FOUND:
+            return [], {}
+        if err.kind not in _ERRORS:
+            LOGGER.warning("Unexpected answer listing models: %s", err)
+        return [], {"base": _ERRORS.get(err.kind, "unknown")}
+    except Exception:  # noqa: BLE001 - the form says "unknown", the log says why
+        LOGGER.exception("Unexpected error listing models")
+        return [], {"base": "unknown"}
+
+
+def _picked_model(
+    user_input: dict[str, Any] | None, models: list[str]
+) -> tuple[str, dict[str, str]]:
+    """The model chosen or typed ("" until there is one), and the model form's errors."""
+    if user_input is not None:
+        if model := user_input[CONF_MODEL].strip():
+            return model, {}
+        return "", {"base": "model_required"}
+    # Said on the first showing: the user has to type the name.
+    return "", {} if models else {"base": "no_models"}
+
+
+def _model_schema(models: list[str], current: str | None) -> vol.Schema:
+    """Pick among the listed models (or type another), the current one proposed."""
+    field: selector.Selector[Any] = (
+        selector.SelectSelector(
+            selector.SelectSelectorConfig(
+                options=models, custom_value=True, mode=selector.SelectSelectorMode.DROPDOWN
+            )
+        )
+        if models
+        else selector.TextSelector()
+    )
+    default = current or (models[0] if models else "")
+    return vol.Schema({vol.Required(CONF_MODEL, default=default): field})
+
+
+def _same_server(first: str, second: str) -> bool:
+    return first.rstrip("/") == second.rstrip("/")
+
+
+# --- The server ---------------------------------------------------------------------
+
+
+class MajordomeConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up Majordome for one server, with its first agent."""
+
+    VERSION = VERSION
+
+    def __init__(self) -> None:
+        """Start with no server."""
+        self._server: dict[str, Any] = {}
+        self._models: list[str] = []
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the server."""
+        return await self._async_step_server("user", user_input, {CONF_URL: DEFAULT_URL})
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the server's URL or key; its agents and memory stay."""
+        return await self._async_step_server(
+            "reconfigure", user_input, dict(self._get_reconfigure_entry().data)
+        )
+
+    async def _async_step_server(
+        self, step_id: str, user_input: dict[str, Any] | None, suggested: dict[str, Any]
+    ) -> ConfigFlowResult:
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            user_input = {**user_input, CONF_URL: user_input[CONF_URL].strip()}
+            if not user_input[CONF_URL].startswith(("http://", "https://")):
+                errors = {CONF_URL: "invalid_url"}
+            else:
+                self._abort_if_server_configured(user_input[CONF_URL])
+                errors = await self._async_check_server(user_input)
+            if not errors:
+                self._server = user_input
+                if self.source == SOURCE_RECONFIGURE:
+                    return self._async_update_server()
+                return await self.async_step_model()
+            suggested = user_input
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(SERVER_SCHEMA, suggested),
+            errors=errors,
+        )
+
+    def _abort_if_server_configured(self, url: str) -> None:
+        """One entry per server: its agents are added to it."""
+        reconfigured = (
+            self._get_reconfigure_entry().entry_id if self.source == SOURCE_RECONFIGURE else None
+        )
+        for entry in self._async_current_entries(include_ignore=False):
+            if entry.entry_id != reconfigured and _same_server(entry.data[CONF_URL], url):
+                raise AbortFlow("already_configured")
+
+    async def _async_check_server(self, server: dict[str, Any]) -> dict[str, str]:
+        """List the server's models; return the form errors (none when it answered)."""
+        client = await self.hass.async_add_executor_job(
+            partial(
+                create_client,
+                server[CONF_URL],
+                server.get(CONF_API_KEY),
+                get_async_client(self.hass),
+                CONNECT_TIMEOUT,
+            )
+        )
+        self._models, errors = await async_server_models(client)
+        return errors
+
+    def _async_update_server(self) -> ConfigFlowResult:
+        """Save the new URL and key; the rest of the data (the memory) is kept."""
+        entry = self._get_reconfigure_entry()
+        kept = {k: v for k, v in entry.data.items() if k not in (CONF_URL, CONF_API_KEY)}
+        return self.async_update_reload_and_abort(
+            entry, title=self._server[CONF_URL], data={**kept, **self._server}
+        )
+
+    async def async_step_model(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Pick the first agent's model, and create the server with that agent."""
+        model, errors = _picked_model(user_input, self._models)
+        if model:
+            first_agent = ConfigSubentryData(
+                subentry_type=SUBENTRY_AGENT,
+                title=model,
+                data={CONF_MODEL: model, **DEFAULT_OPTIONS},
+                unique_id=None,
+            )
+            return self.async_create_entry(
+                title=self._server[CONF_URL], data=self._server, subentries=[first_agent]
+            )
+        return self.async_show_form(
+            step_id="model",
+            data_schema=_model_schema(self._models, None),
+            errors=errors,
+            description_placeholders={"url": self._server[CONF_URL]},
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
+        """Return the household's options flow."""
+        return MajordomeOptionsFlow()
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Agents are the server's subentries."""
+        return {SUBENTRY_AGENT: AgentSubentryFlow}
+
+
+# --- The household ------------------------------------------------------------------
 
 
 async def async_check_voice(options: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
@@ -300,27 +366,21 @@ async def async_check_voice(options: dict[str, Any]) -> tuple[dict[str, str], di
 
 
 class MajordomeOptionsFlow(OptionsFlow):
-    """Tune the agent: instructions, tools, sampling and limits."""
+    """The household: its profile, and the speech servers of the voice endpoint."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Show and save the options."""
-        default_prompt = default_instructions(self.hass.config.language)
+        """Show and save the household's options."""
         memory = Memory.from_data(self.config_entry.data.get(MEMORY_KEY))
         errors: dict[str, str] = {}
         placeholders = {"voices": ""}
         if user_input is not None:
             # Addresses and the voice are saved as checked: trimmed, and absent when blank.
-            for key in (CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE):
+            for key in HOUSEHOLD_OPTIONS:
                 if value := str(user_input.pop(key, None) or "").strip():
                     user_input[key] = value
             errors, placeholders = await async_check_voice(user_input)
         if user_input is not None and not errors:
             options = dict(user_input)
-            prompt = (options.get(CONF_PROMPT) or "").strip()
-            # The untouched default is not stored: it then follows each
-            # conversation's language (English and French instructions).
-            if prompt == default_prompt.strip():
-                prompt = ""
             profile = (options.pop(CONF_PROFILE, "") or "").strip()
             if profile != memory.profile:
                 # Memory lives in the entry's data, where writing it does not reload.
@@ -328,15 +388,95 @@ class MajordomeOptionsFlow(OptionsFlow):
                     profile=profile,
                     onboarding=Onboarding.DONE if profile else memory.onboarding,
                 )
-            return self.async_create_entry(data={**options, CONF_PROMPT: prompt})
-        suggested = {**DEFAULT_OPTIONS, **self.config_entry.options}
-        suggested[CONF_PROMPT] = suggested.get(CONF_PROMPT) or default_prompt
-        suggested[CONF_PROFILE] = memory.profile
+            return self.async_create_entry(data=options)
+        suggested = {**self.config_entry.options, CONF_PROFILE: memory.profile}
         if user_input is not None:
             suggested = user_input  # shown again with the errors, as typed
         return self.async_show_form(
             step_id="init",
-            data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, suggested),
+            data_schema=self.add_suggested_values_to_schema(HOUSEHOLD_SCHEMA, suggested),
             errors=errors,
             description_placeholders=placeholders,
         )
+
+
+# --- The agents ---------------------------------------------------------------------
+
+
+class AgentSubentryFlow(ConfigSubentryFlow):
+    """Add an agent to a server, or reconfigure one: its model, then its options."""
+
+    def __init__(self) -> None:
+        """Start with no model."""
+        self._models: list[str] = []
+        self._model = ""
+
+    @property
+    def _current(self) -> Mapping[str, Any]:
+        """The settings of the agent being reconfigured (none for a new one)."""
+        if self.source == SOURCE_RECONFIGURE:
+            return self._get_reconfigure_subentry().data
+        return {}
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Add an agent."""
+        return await self._async_list_models()
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change an agent."""
+        return await self._async_list_models()
+
+    async def _async_list_models(self) -> SubentryFlowResult:
+        """Ask the server for its models, with the entry's client."""
+        entry: MajordomeConfigEntry = self._get_entry()
+        if entry.state is not ConfigEntryState.LOADED:
+            return self.async_abort(reason="entry_not_loaded")
+        self._models, errors = await async_server_models(entry.runtime_data.client)
+        if errors:
+            return self.async_abort(reason=errors["base"])
+        return await self.async_step_model()
+
+    async def async_step_model(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Pick the agent's model."""
+        self._model, errors = _picked_model(user_input, self._models)
+        if self._model:
+            return await self.async_step_agent()
+        return self.async_show_form(
+            step_id="model",
+            data_schema=_model_schema(self._models, self._current.get(CONF_MODEL)),
+            errors=errors,
+            description_placeholders={"url": self._get_entry().data[CONF_URL]},
+        )
+
+    async def async_step_agent(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Name the agent and set its options; save it."""
+        default_prompt = default_instructions(self.hass.config.language)
+        if user_input is None:
+            suggested = {**DEFAULT_OPTIONS, **self._current, CONF_NAME: self._model}
+            if self.source == SOURCE_RECONFIGURE:
+                suggested[CONF_NAME] = self._get_reconfigure_subentry().title
+            suggested[CONF_PROMPT] = suggested.get(CONF_PROMPT) or default_prompt
+            return self.async_show_form(
+                step_id="agent",
+                data_schema=self.add_suggested_values_to_schema(AGENT_SCHEMA, suggested),
+                description_placeholders={"model": self._model},
+            )
+        options = dict(user_input)
+        title = str(options.pop(CONF_NAME)).strip() or self._model
+        prompt = (options.get(CONF_PROMPT) or "").strip()
+        # The untouched default is not stored: it then follows each conversation's
+        # language (English and French instructions).
+        if prompt == default_prompt.strip():
+            prompt = ""
+        data = {CONF_MODEL: self._model, **options, CONF_PROMPT: prompt}
+        if self.source == SOURCE_RECONFIGURE:
+            return self.async_update_and_abort(
+                self._get_entry(), self._get_reconfigure_subentry(), title=title, data=data
+            )
+        return self.async_create_entry(title=title, data=data)

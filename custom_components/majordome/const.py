@@ -8,10 +8,13 @@ from typing import Final
 DOMAIN: Final = "majordome"
 LOGGER = logging.getLogger(__package__)
 
-# Entry data keys are Home Assistant's own: CONF_URL, CONF_API_KEY, CONF_MODEL.
+# One config entry per server (data: CONF_URL, CONF_API_KEY and the household's memory;
+# options: the household's voice servers). Each agent is a subentry of this type, with
+# its model (CONF_MODEL) and the agent options below.
 DEFAULT_URL: Final = "http://localhost:11434/v1"  # Ollama's OpenAI-compatible endpoint
+SUBENTRY_AGENT: Final = "conversation"
 
-# Options
+# Agent options (a subentry's data)
 CONF_PROMPT: Final = "prompt"
 CONF_LLM_HASS_API: Final = "llm_hass_api"  # same key as homeassistant.const
 CONF_TEMPERATURE: Final = "temperature"
@@ -63,6 +66,8 @@ CONF_STT_SERVER: Final = "stt_server"
 CONF_TTS_SERVER: Final = "tts_server"
 CONF_TTS_VOICE: Final = "tts_voice"  # empty: the server's default voice
 VOICE_URL: Final = "/api/majordome/voice"
+# The household's settings, in the server entry's options: every agent shares them.
+HOUSEHOLD_OPTIONS: Final = (CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE)
 
 # The talking page: a sidebar panel (served only when the frontend is loaded)
 PANEL_URL_PATH: Final = "majordome"  # the page is at /majordome

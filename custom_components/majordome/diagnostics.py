@@ -1,31 +1,50 @@
-"""Diagnostics: the setup, the last turn's cost and memory's shape, never secrets or memory."""
+"""Diagnostics: the setup, the agents, the last turn's cost and memory's shape.
+
+Never a secret (the API key, credentials written in the server's URL) nor the memory.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from homeassistant.components.diagnostics import async_redact_data
-from homeassistant.const import CONF_API_KEY
+from homeassistant.components.diagnostics import REDACTED, async_redact_data
+from homeassistant.const import CONF_API_KEY, CONF_URL
 from homeassistant.core import HomeAssistant
 
 from .const import MEMORY_KEY
-from .models import MajordomeConfigEntry
+from .models import MajordomeConfigEntry, agents_of
 
 # The memory is personal data: only its size and age are shown.
 TO_REDACT = {CONF_API_KEY, MEMORY_KEY}
 
 
+def redact_url(url: str) -> str:
+    """The URL without the user, password or query it may carry."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{REDACTED}@{host}" if "@" in parts.netloc else host
+    query = REDACTED if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: MajordomeConfigEntry
 ) -> dict[str, Any]:
-    """Return what helps to debug an agent."""
+    """Return what helps to debug a server's agents."""
     runtime = entry.runtime_data
     last_turn = runtime.last_turn
     memory = runtime.memory.memory
+    data = async_redact_data(dict(entry.data), TO_REDACT)
+    data[CONF_URL] = redact_url(data[CONF_URL])
     return {
-        "data": async_redact_data(dict(entry.data), TO_REDACT),
+        "data": data,
         "options": dict(entry.options),
+        "agents": [
+            {"subentry_id": agent.subentry_id, "title": agent.title, "data": dict(agent.data)}
+            for agent in agents_of(entry)
+        ],
         "memory": {
             "profile_chars": len(memory.profile),
             "facts": len(memory.facts),

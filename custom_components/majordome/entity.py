@@ -10,13 +10,16 @@ into Home Assistant, and the history keeps its shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 import dataclasses
 from dataclasses import dataclass
 import time
 from typing import Any
 
+import openai
+
 from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, intent, translation
@@ -36,12 +39,14 @@ from .const import (
     CONF_SCREEN_TYPED,
     CONF_SCREEN_VOICE,
     CONF_TEMPERATURE,
+    CONF_TIMEOUT,
     DEFAULT_ALLOWED_SCRIPTS,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_MAX_TOKENS,
     DEFAULT_MEMORY_EVERY,
     DEFAULT_TEMPERATURE,
+    DEFAULT_TIMEOUT,
     DOMAIN,
     EVENT_UTTERANCE_IGNORED,
     LLM_API_ASSIST,
@@ -75,22 +80,36 @@ class _Ignored(Exception):
 
 
 class MajordomeEntity(Entity):
-    """Base of Majordome's entities: one device per config entry, and the turn logic."""
+    """Base of Majordome's entities: one device per agent, and the turn logic.
+
+    The agent's settings (model, instructions, options) are its subentry's; the server,
+    the client and the household's memory are the entry's, shared by its agents.
+    """
 
     _attr_has_entity_name = True
     _attr_name = None
 
-    def __init__(self, entry: MajordomeConfigEntry) -> None:
-        """Attach to the entry's device."""
+    def __init__(self, entry: MajordomeConfigEntry, subentry: ConfigSubentry) -> None:
+        """Attach to the agent's device."""
         self.entry = entry
-        self._attr_unique_id = entry.entry_id
+        self.subentry = subentry
+        self._attr_unique_id = subentry.subentry_id
         self._attr_device_info = dr.DeviceInfo(
-            identifiers={(DOMAIN, entry.entry_id)},
-            name=entry.title,
+            identifiers={(DOMAIN, subentry.subentry_id)},
+            name=subentry.title,
             manufacturer="Majordome",
-            model=entry.data[CONF_MODEL],
+            model=subentry.data[CONF_MODEL],
             entry_type=dr.DeviceEntryType.SERVICE,
         )
+        # The entry's client, with this agent's patience.
+        self.client: openai.AsyncOpenAI = entry.runtime_data.client.with_options(
+            timeout=float(subentry.data.get(CONF_TIMEOUT, DEFAULT_TIMEOUT))
+        )
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The agent's options."""
+        return self.subentry.data
 
     async def async_handle_turn(
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
@@ -181,7 +200,7 @@ class MajordomeEntity(Entity):
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
     ) -> PreparedTurn:
         """Build the tools, the cache-stable system prompt and the messages."""
-        options = self.entry.options
+        options = self.options
         api = await tools.MajordomeAPI(
             self.hass,
             include_assist=options.get(CONF_LLM_HASS_API) == LLM_API_ASSIST,
@@ -208,11 +227,11 @@ class MajordomeEntity(Entity):
             ),
             tools=tool_specs,
             completion_args={
-                "model": self.entry.data[CONF_MODEL],
+                "model": options[CONF_MODEL],
                 "tools": tool_specs,
                 "temperature": float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
                 "max_tokens": int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
-                "extra_body": backend.cache_hints(url, f"{DOMAIN}-{self.entry.entry_id}"),
+                "extra_body": backend.cache_hints(url, f"{DOMAIN}-{self.subentry.subentry_id}"),
             },
             turn_start=len(chat_log.content),
         )
@@ -225,7 +244,7 @@ class MajordomeEntity(Entity):
         trace: TurnTrace,
     ) -> str:
         """Call the model, let the chat log run its tools, until it answers in words."""
-        max_iterations = int(self.entry.options.get(CONF_MAX_ITERATIONS, DEFAULT_MAX_ITERATIONS))
+        max_iterations = int(self.options.get(CONF_MAX_ITERATIONS, DEFAULT_MAX_ITERATIONS))
         calls = 0
         trimmed = False
         while calls < max_iterations:
@@ -233,7 +252,7 @@ class MajordomeEntity(Entity):
             stats = backend.StreamStats()
             trace.completions.append(stats)
             stream = backend.async_stream_completion(
-                self.entry.runtime_data.client,
+                self.client,
                 messages=turn.messages,
                 stats=stats,
                 **turn.completion_args,
@@ -299,7 +318,7 @@ class MajordomeEntity(Entity):
         """Voice input (a satellite, the voice endpoint) is screened by default; typed opts in."""
         from_voice = user_input.device_id is not None or SPOKEN_INPUT.get()
         option = CONF_SCREEN_VOICE if from_voice else CONF_SCREEN_TYPED
-        return bool(self.entry.options.get(option, from_voice))
+        return bool(self.options.get(option, from_voice))
 
     def _screen_by_rules(
         self,
@@ -311,7 +330,7 @@ class MajordomeEntity(Entity):
         if not self._screening_applies(user_input):
             return
         started = time.monotonic()
-        scripts = frozenset(self.entry.options.get(CONF_ALLOWED_SCRIPTS, DEFAULT_ALLOWED_SCRIPTS))
+        scripts = frozenset(self.options.get(CONF_ALLOWED_SCRIPTS, DEFAULT_ALLOWED_SCRIPTS))
         verdict = metacognition.screen_rules(user_input.text, scripts)
         trace.screen_s += time.monotonic() - started
         if verdict.ignore:
@@ -325,13 +344,13 @@ class MajordomeEntity(Entity):
         trace: TurnTrace,
     ) -> None:
         """Stage 2, optional: ask a model whether this was meant for the butler."""
-        if not (self._screening_applies(user_input) and self.entry.options.get(CONF_SCREEN_LLM)):
+        if not (self._screening_applies(user_input) and self.options.get(CONF_SCREEN_LLM)):
             return
         started = time.monotonic()
-        fast_model = self.entry.options.get(CONF_FAST_MODEL) or turn.completion_args["model"]
+        fast_model = self.options.get(CONF_FAST_MODEL) or turn.completion_args["model"]
         same_model = fast_model == turn.completion_args["model"]
         verdict = await metacognition.async_check_with_llm(
-            self.entry.runtime_data.client,
+            self.client,
             model=fast_model,
             # The main call's prefix (and tools, for the same model) keeps the
             # server's cache warm for the turn that follows.
@@ -394,7 +413,7 @@ class MajordomeEntity(Entity):
         store.asked_in_conversation = None
         try:
             text = await backend.async_side_completion(
-                self.entry.runtime_data.client,
+                self.client,
                 model=turn.completion_args["model"],
                 messages=[*turn.messages[:-1], memory.condense_request(user_input.text)],
                 tools=None,  # see memory.py: offered tools, small models answer with a call
@@ -443,9 +462,7 @@ class MajordomeEntity(Entity):
     ) -> None:
         """Every N user turns, re-summarise the dynamic memory in the background."""
         store = self.entry.runtime_data.memory
-        if not store.summary_due(
-            int(self.entry.options.get(CONF_MEMORY_EVERY, DEFAULT_MEMORY_EVERY))
-        ):
+        if not store.summary_due(int(self.options.get(CONF_MEMORY_EVERY, DEFAULT_MEMORY_EVERY))):
             return
         store.summary_running = True
         self.entry.async_create_background_task(
@@ -459,7 +476,7 @@ class MajordomeEntity(Entity):
         store = self.entry.runtime_data.memory
         try:
             text = await backend.async_side_completion(
-                self.entry.runtime_data.client,
+                self.client,
                 model=turn.completion_args["model"],
                 messages=[*messages, memory.summary_request(store.memory.dynamic)],
                 tools=None,  # see memory.py: offered tools, small models answer with a call

@@ -1,4 +1,4 @@
-"""What an entry keeps at run time, and what a turn cost."""
+"""What an entry keeps at run time, its agents, and what a turn cost."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 
 import openai
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import ConfigEntry, ConfigSubentry
 
 from .backend import StreamStats
+from .const import SUBENTRY_AGENT
 from .memory import MemoryStore
 
 # Set by the voice endpoint around a turn: the text came from speech-to-text, so it
@@ -42,17 +43,41 @@ class TurnTrace:
         return self.total_s - self.server_s
 
 
+# An agent's name and its settings (model and options): a change of either reloads.
+type AgentSettings = tuple[str, dict[str, Any]]
+
+
 @dataclass
 class MajordomeData:
-    """Runtime data of one config entry."""
+    """Runtime data of one config entry (a server and its household)."""
 
     client: openai.AsyncOpenAI
-    # The options the entry was set up with: the update listener reloads only when
-    # these change, not when other writes (e.g. memory) touch the entry.
+    # The options and agents the entry was set up with: the update listener reloads
+    # only when these change, not when other writes (e.g. memory) touch the entry.
     options: dict[str, Any]
     memory: MemoryStore
+    agents: dict[str, AgentSettings] = field(default_factory=dict)
     last_turn: TurnTrace | None = None
     ignored: Counter[str] = field(default_factory=Counter)  # utterances screened out, by reason
 
 
 type MajordomeConfigEntry = ConfigEntry[MajordomeData]
+
+
+def agents_of(entry: ConfigEntry) -> list[ConfigSubentry]:
+    """The entry's agents, oldest first."""
+    return [sub for sub in entry.subentries.values() if sub.subentry_type == SUBENTRY_AGENT]
+
+
+def default_agent(entry: ConfigEntry) -> ConfigSubentry | None:
+    """The agent that answers for the entry as a whole: its oldest.
+
+    It answers to the entry's id as an agent id (as the single agent of 0.1 did) and
+    speaks on the voice endpoint unless another is named.
+    """
+    return next(iter(agents_of(entry)), None)
+
+
+def agent_settings(entry: ConfigEntry) -> dict[str, AgentSettings]:
+    """Each agent's name and settings, by subentry id."""
+    return {sub.subentry_id: (sub.title, dict(sub.data)) for sub in agents_of(entry)}

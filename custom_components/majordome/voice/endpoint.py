@@ -11,7 +11,9 @@ Client -> server (JSON text frames, and binary frames of 16 kHz mono s16le PCM):
     {"type": "end"}                               end of speech: transcribe and answer
     {"type": "text", "text": "...", "language": "en"}   a typed utterance
     {"type": "stop"}                              stop speaking
-    "start", "text", "entry_id" may name the Majordome entry; "conversation_id" too.
+    Any message may carry "entry_id" (the Majordome server entry: its household's speech
+    servers, and its oldest agent answers), "agent_id" (another agent to answer: a
+    conversation entity id), and "conversation_id".
 Server -> client:
     auth_required, auth_ok, auth_invalid; ready {"entry_id", "stt": bool, "tts": bool}
     transcript {"text"}; ignored {"text"} (screened out or empty: the turn ends there)
@@ -48,7 +50,7 @@ from homeassistant.helpers.http import KEY_AUTHENTICATED, KEY_HASS, HomeAssistan
 from .. import compat
 from ..const import CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE, DOMAIN, LOGGER, VOICE_URL
 from ..entity import async_spoken_message
-from ..models import SPOKEN_INPUT, MajordomeConfigEntry
+from ..models import SPOKEN_INPUT, MajordomeConfigEntry, default_agent
 from .sentences import SentenceSplitter
 from .speaker import Speaker
 from .wyoming_client import ServerAddress, SpeechError, Transcription
@@ -112,6 +114,7 @@ class VoiceConnection:
         self.hass = hass
         self._socket = socket
         self._entry_id = entry_id
+        self._agent_id: str | None = None  # None: the entry's default agent
         self._user: User | None = None
         self._conversation_id: str | None = None
         # Everything sent goes through one queue, tagged with the reply it belongs
@@ -211,6 +214,16 @@ class VoiceConnection:
             "tts": entry is not None and self._address(entry, CONF_TTS_SERVER) is not None,
         }
 
+    def _agent(self, entry: MajordomeConfigEntry | None) -> str | None:
+        """The agent that answers: the one named, else the entry's default agent."""
+        if self._agent_id is not None:
+            return self._agent_id
+        if entry is None or (agent := default_agent(entry)) is None:
+            return None
+        return er.async_get(self.hass).async_get_entity_id(
+            conversation.DOMAIN, DOMAIN, agent.subentry_id
+        )
+
     @staticmethod
     def _address(entry: MajordomeConfigEntry, key: str) -> ServerAddress | None:
         """The server the options name; None when none (or not host:port) is set."""
@@ -234,6 +247,8 @@ class VoiceConnection:
             return
         if "entry_id" in message:
             self._entry_id = message["entry_id"]
+        if "agent_id" in message:
+            self._agent_id = message["agent_id"]
         if "conversation_id" in message:
             self._conversation_id = message["conversation_id"]
         if kind == "start":
@@ -321,7 +336,7 @@ class VoiceConnection:
         if is_stop_word(text):
             self._send({"type": "stopped"})
             return
-        if entry is None:
+        if entry is None or (agent_id := self._agent(entry)) is None:
             message = await async_spoken_message(self.hass, language, "no_agent")
             self._send_error("no_agent", message)
             return
@@ -344,7 +359,7 @@ class VoiceConnection:
         timings: dict[str, float] = {"transcript_s": time.monotonic() - ended}
         try:
             result = await self._async_run_turn(
-                entry, text, language, reply.listener(self._send, generation)
+                agent_id, text, language, reply.listener(self._send, generation)
             )
             if result is None:  # the conversation stayed busy: the user was told
                 if speaker is not None:
@@ -387,7 +402,7 @@ class VoiceConnection:
 
     async def _async_run_turn(
         self,
-        entry: MajordomeConfigEntry,
+        agent_id: str,
         text: str,
         language: str,
         listener: Callable[[conversation.ChatLog, dict[str, Any]], None],
@@ -406,7 +421,7 @@ class VoiceConnection:
                 await asyncio.wait([previous])  # its failure is its own reply's to tell
             # Once started, the turn runs on even if the user barges in: its history
             # stays whole.
-            turn = asyncio.ensure_future(self._async_turn(entry, text, language, listener))
+            turn = asyncio.ensure_future(self._async_turn(agent_id, text, language, listener))
             self._turn = turn
             try:
                 return await asyncio.shield(turn)
@@ -425,15 +440,12 @@ class VoiceConnection:
 
     async def _async_turn(
         self,
-        entry: MajordomeConfigEntry,
+        agent_id: str,
         text: str,
         language: str,
         listener: Callable[[conversation.ChatLog, dict[str, Any]], None],
     ) -> conversation.ConversationResult:
         """One turn of the agent, its deltas streamed to the listener."""
-        agent_id = er.async_get(self.hass).async_get_entity_id(
-            conversation.DOMAIN, DOMAIN, entry.entry_id
-        )
         context = Context(user_id=self._user.id if self._user else None)
         SPOKEN_INPUT.set(True)  # this task's own context: the flag ends with it
         with (

@@ -1,0 +1,67 @@
+"""From 0.1's entries (one server, one model, its options) to a server with agents.
+
+Version 1: data = url, api_key, model, memory; options = the agent's options and the
+voice servers; the conversation entity and its device keyed by the entry id.
+Version 2: data = url, api_key, memory; options = the voice servers; one subentry per
+agent (model and options), its entity and device keyed by the subentry id.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigEntry, ConfigSubentry
+from homeassistant.const import CONF_MODEL, CONF_URL
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+
+from . import compat
+from .const import DOMAIN, HOUSEHOLD_OPTIONS, LOGGER, SUBENTRY_AGENT
+
+VERSION = 2
+
+
+def migrate_to_agents(hass: HomeAssistant, entry: ConfigEntry) -> None:
+    """Turn a version-1 entry into a server entry whose one agent is the old entry's.
+
+    The memory and every option value are kept; the agent keeps its entity id (and
+    so its place in voice pipelines and automations) and its device.
+    """
+    household = {key: value for key, value in entry.options.items() if key in HOUSEHOLD_OPTIONS}
+    agent = {key: value for key, value in entry.options.items() if key not in HOUSEHOLD_OPTIONS}
+    subentry = ConfigSubentry(
+        data=MappingProxyType({CONF_MODEL: entry.data[CONF_MODEL], **agent}),
+        subentry_type=SUBENTRY_AGENT,
+        title=entry.title,
+        unique_id=None,
+    )
+    hass.config_entries.async_add_subentry(entry, subentry)
+
+    entities = er.async_get(hass)
+    if entity_id := entities.async_get_entity_id(conversation.DOMAIN, DOMAIN, entry.entry_id):
+        entities.async_update_entity(
+            entity_id,
+            config_subentry_id=subentry.subentry_id,
+            new_unique_id=subentry.subentry_id,
+        )
+    devices = dr.async_get(hass)
+    if device := devices.async_get_device(identifiers={(DOMAIN, entry.entry_id)}):
+        compat.move_device_to_subentry(
+            devices,
+            device.id,
+            entry.entry_id,
+            subentry.subentry_id,
+            {(DOMAIN, subentry.subentry_id)},
+        )
+
+    hass.config_entries.async_update_entry(
+        entry,
+        title=entry.data[CONF_URL],
+        data={key: value for key, value in entry.data.items() if key != CONF_MODEL},
+        options=household,
+        # Servers are told apart by their URL; the old "url|model" names no entry now.
+        unique_id=None,
+        version=VERSION,
+    )
+    LOGGER.info("Majordome entry %s now has its agent as a subentry", entry.entry_id)
