@@ -21,7 +21,7 @@ from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry, ConfigSubentryData
 from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import chat_session, entity_registry as er
+from homeassistant.helpers import chat_session, device_registry as dr, entity_registry as er
 
 MODEL = "scripted-model"
 
@@ -77,12 +77,17 @@ def agent_entity_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
     return entity_id
 
 
+def device_owners(device: dr.DeviceEntry) -> dict[str, set[str | None]]:
+    """The entries and subentries a device belongs to (a single pair from 2026.10)."""
+    if hasattr(device, "config_subentry_id"):
+        return {device.config_entry_id: {device.config_subentry_id}}
+    return device.config_entries_subentries
+
+
 def update_agent(hass: HomeAssistant, entry: MockConfigEntry, **changes: Any) -> None:
     """Change options of the entry's first agent (which reloads the entry)."""
     agent = agent_of(entry)
-    assert hass.config_entries.async_update_subentry(
-        entry, agent, data={**agent.data, **changes}
-    )
+    assert hass.config_entries.async_update_subentry(entry, agent, data={**agent.data, **changes})
 
 
 def _assist_tool_name(module: str, name: str) -> str | None:

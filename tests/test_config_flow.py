@@ -1,4 +1,4 @@
-"""The config, reconfigure and options flows, against a real scripted server over HTTP."""
+"""The server, household and agent flows, against a real scripted server over HTTP."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from custom_components.majordome.const import (
     CONF_MAX_ITERATIONS,
     CONF_MAX_TOKENS,
     CONF_MEMORY_EVERY,
+    CONF_PROFILE,
     CONF_PROMPT,
     CONF_SCREEN_LLM,
     CONF_SCREEN_TYPED,
@@ -29,18 +30,30 @@ from custom_components.majordome.const import (
     CONF_TIMEOUT,
     DOMAIN,
     LLM_API_NONE,
+    MEMORY_KEY,
+    SUBENTRY_AGENT,
 )
+from custom_components.majordome.conversation import MajordomeConversationEntity
+from custom_components.majordome.memory import Onboarding
+from custom_components.majordome.migration import VERSION
 from custom_components.majordome.models import MajordomeData
 from custom_components.majordome.prompt import default_instructions
 from devtools.scripted_server import ScriptedServer
-from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
-from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
+from homeassistant.components import conversation
+from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
+    SOURCE_USER,
+    ConfigEntry,
+    ConfigEntryState,
+    ConfigSubentry,
+)
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_NAME, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResult, FlowResultType
-from homeassistant.helpers import selector
+from homeassistant.helpers import entity_registry as er, selector
 from homeassistant.setup import async_setup_component
 
-from .conftest import MODEL
+from .helpers import MODEL, agent_of, majordome_entry
 
 API_KEY = "sk-right-key"
 
@@ -130,6 +143,13 @@ async def configure(hass: HomeAssistant, result: FlowResult, data: dict[str, Any
     return await hass.config_entries.flow.async_configure(result["flow_id"], data)
 
 
+def only_agent(entry: ConfigEntry) -> ConfigSubentry:
+    """The one agent of an entry."""
+    [agent] = entry.subentries.values()
+    assert agent.subentry_type == SUBENTRY_AGENT
+    return agent
+
+
 async def start(hass: HomeAssistant) -> FlowResult:
     """Start a user flow and check its first form."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
@@ -139,7 +159,7 @@ async def start(hass: HomeAssistant) -> FlowResult:
     return result
 
 
-# --- The user flow ---------------------------------------------------------------
+# --- The user flow: the server, then its first agent's model ----------------------
 
 
 async def test_user_flow_picks_a_listed_model(hass: HomeAssistant, keyed: ScriptedServer) -> None:
@@ -163,12 +183,23 @@ async def test_user_flow_picks_a_listed_model(hass: HomeAssistant, keyed: Script
     result = await configure(hass, result, {CONF_MODEL: "keyed-b"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["title"] == f"keyed-b ({keyed.url})"
-    assert result["data"] == {CONF_URL: keyed.url, CONF_API_KEY: API_KEY, CONF_MODEL: "keyed-b"}
-    assert result["options"] == DEFAULT_OPTIONS
+    # The server entry...
+    assert result["title"] == keyed.url
+    assert result["data"] == {CONF_URL: keyed.url, CONF_API_KEY: API_KEY}
+    assert result["options"] == {}
     entry = result["result"]
-    assert entry.unique_id == f"{keyed.url}|keyed-b"
+    assert entry.version == VERSION
+    assert entry.unique_id is None  # servers are told apart by their URL
     assert entry.state is ConfigEntryState.LOADED
+    # ... with its first agent, on the model picked, ready to answer.
+    agent = only_agent(entry)
+    assert agent.title == "keyed-b"
+    assert dict(agent.data) == {CONF_MODEL: "keyed-b", **DEFAULT_OPTIONS}
+    entity_id = er.async_get(hass).async_get_entity_id(
+        conversation.DOMAIN, DOMAIN, agent.subentry_id
+    )
+    assert entity_id is not None
+    assert isinstance(conversation.async_get_agent(hass, entity_id), MajordomeConversationEntity)
 
 
 async def test_user_flow_without_key_stores_no_key(
@@ -180,8 +211,9 @@ async def test_user_flow_without_key_stores_no_key(
     result = await configure(hass, result, {CONF_MODEL: MODEL})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {CONF_URL: scripted.url, CONF_MODEL: MODEL}
+    assert result["data"] == {CONF_URL: scripted.url}
     assert CONF_API_KEY not in result["data"]
+    assert only_agent(result["result"]).data[CONF_MODEL] == MODEL
 
 
 async def test_user_flow_custom_model_typed_over_the_list(
@@ -192,8 +224,9 @@ async def test_user_flow_custom_model_typed_over_the_list(
     result = await configure(hass, result, {CONF_MODEL: "  unlisted:7b  "})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"][CONF_MODEL] == "unlisted:7b"
-    assert result["result"].unique_id == f"{scripted.url}|unlisted:7b"
+    agent = only_agent(result["result"])
+    assert agent.data[CONF_MODEL] == "unlisted:7b"
+    assert agent.title == "unlisted:7b"
 
 
 async def test_server_listing_no_models_asks_for_free_text(
@@ -211,7 +244,8 @@ async def test_server_listing_no_models_asks_for_free_text(
     result = await configure(hass, result, {CONF_MODEL: "typed-model"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {CONF_URL: scripted.url, CONF_MODEL: "typed-model"}
+    assert result["data"] == {CONF_URL: scripted.url}
+    assert only_agent(result["result"]).data[CONF_MODEL] == "typed-model"
 
 
 async def test_models_endpoint_404_means_free_text(
@@ -229,7 +263,8 @@ async def test_models_endpoint_404_means_free_text(
     result = await configure(hass, result, {CONF_MODEL: MODEL})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {CONF_URL: scripted.url, CONF_MODEL: MODEL}
+    assert result["data"] == {CONF_URL: scripted.url}
+    assert only_agent(result["result"]).data[CONF_MODEL] == MODEL
 
 
 @pytest.mark.parametrize("blank", ["", "   "])
@@ -360,50 +395,45 @@ async def test_recovers_after_an_error(hass: HomeAssistant, keyed: ScriptedServe
     result = await configure(hass, result, {CONF_MODEL: "keyed-a"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {CONF_URL: keyed.url, CONF_API_KEY: API_KEY, CONF_MODEL: "keyed-a"}
+    assert result["data"] == {CONF_URL: keyed.url, CONF_API_KEY: API_KEY}
+    assert only_agent(result["result"]).data[CONF_MODEL] == "keyed-a"
 
 
 @pytest.mark.parametrize("suffix", ["", "/"])
-async def test_duplicate_url_and_model_aborts(
+async def test_same_server_twice_aborts(
     hass: HomeAssistant, scripted: ScriptedServer, suffix: str
 ) -> None:
-    MockConfigEntry(
-        domain=DOMAIN,
-        data={CONF_URL: scripted.url, CONF_MODEL: MODEL},
-        unique_id=f"{scripted.url}|{MODEL}",
-    ).add_to_hass(hass)
+    majordome_entry(scripted.url).add_to_hass(hass)
     result = await start(hass)
     result = await configure(hass, result, {CONF_URL: scripted.url + suffix})
-    result = await configure(hass, result, {CONF_MODEL: MODEL})
+    # Told before the model step: another model is another agent of that server.
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
+    assert scripted.requests == []
     assert len(hass.config_entries.async_entries(DOMAIN)) == 1
 
 
-async def test_same_server_other_model_is_a_new_entry(
-    hass: HomeAssistant, scripted: ScriptedServer
+async def test_another_server_is_a_new_entry(
+    hass: HomeAssistant, scripted: ScriptedServer, keyed: ScriptedServer
 ) -> None:
-    MockConfigEntry(
-        domain=DOMAIN,
-        data={CONF_URL: scripted.url, CONF_MODEL: MODEL},
-        unique_id=f"{scripted.url}|{MODEL}",
-    ).add_to_hass(hass)
+    majordome_entry(scripted.url).add_to_hass(hass)
     result = await start(hass)
-    result = await configure(hass, result, {CONF_URL: scripted.url})
-    result = await configure(hass, result, {CONF_MODEL: "other-model"})
+    result = await configure(hass, result, {CONF_URL: keyed.url, CONF_API_KEY: API_KEY})
+    result = await configure(hass, result, {CONF_MODEL: "keyed-a"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert len(hass.config_entries.async_entries(DOMAIN)) == 2
 
 
-# --- Reconfigure -----------------------------------------------------------------
+# --- Reconfigure the server ----------------------------------------------------------
 
 
-async def test_reconfigure_changes_server_model_and_key(
+async def test_reconfigure_changes_server_and_key(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, keyed: ScriptedServer
 ) -> None:
     assert entry.state is ConfigEntryState.LOADED
     before: MajordomeData = entry.runtime_data
+    agent = agent_of(entry)
 
     result = await entry.start_reconfigure_flow(hass)
     assert result["type"] is FlowResultType.FORM
@@ -411,19 +441,17 @@ async def test_reconfigure_changes_server_model_and_key(
     assert suggested(result, CONF_URL) == scripted.url
 
     result = await configure(hass, result, {CONF_URL: keyed.url, CONF_API_KEY: API_KEY})
-    assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "model"
-    result = await configure(hass, result, {CONF_MODEL: "keyed-b"})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
 
     updated = hass.config_entries.async_get_entry(entry.entry_id)
     assert updated is not None
-    assert updated.data == {CONF_URL: keyed.url, CONF_API_KEY: API_KEY, CONF_MODEL: "keyed-b"}
-    assert updated.unique_id == f"{keyed.url}|keyed-b"
-    assert updated.title == f"keyed-b ({keyed.url})"
-    assert updated.options == DEFAULT_OPTIONS
+    assert updated.data == {CONF_URL: keyed.url, CONF_API_KEY: API_KEY}
+    assert updated.title == keyed.url
+    assert updated.options == {}
+    # The agents are the server's: untouched.
+    assert updated.subentries == {agent.subentry_id: agent}
     assert len(hass.config_entries.async_entries(DOMAIN)) == 1
     # Reloaded: a new client for the new server.
     assert updated.state is ConfigEntryState.LOADED
@@ -432,19 +460,26 @@ async def test_reconfigure_changes_server_model_and_key(
     assert updated.runtime_data.client.api_key == API_KEY
 
 
-async def test_reconfigure_model_defaults_to_current(
-    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+async def test_reconfigure_keeps_the_memory(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, keyed: ScriptedServer
 ) -> None:
-    result = await entry.start_reconfigure_flow(hass)
-    result = await configure(hass, result, {CONF_URL: scripted.url})
-    assert result["step_id"] == "model"
-    # The listing is sorted ("other-model" first), but the current model is proposed.
-    assert default(result, CONF_MODEL) == MODEL
-    result = await configure(hass, result, {CONF_MODEL: MODEL})
-    await hass.async_block_till_done()
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "reconfigure_successful"
-    assert entry.unique_id == f"{scripted.url}|{MODEL}"
+    store = entry.runtime_data.memory
+    store.update(profile="Alice and Bob, and Miso the cat.", onboarding=Onboarding.DONE)
+    store.remember("Bob takes his coffee black")
+    store.update(dynamic="Planning a trip to Lyon.")
+    memory = dict(entry.data[MEMORY_KEY])
+
+    # To a server with a key, then back to one without: the key goes, the memory stays.
+    for server in ({CONF_URL: keyed.url, CONF_API_KEY: API_KEY}, {CONF_URL: scripted.url}):
+        result = await entry.start_reconfigure_flow(hass)
+        result = await configure(hass, result, server)
+        await hass.async_block_till_done()
+        assert result["reason"] == "reconfigure_successful"
+        assert entry.data == {**server, MEMORY_KEY: memory}
+
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data.memory.memory.profile == "Alice and Bob, and Miso the cat."
+    assert entry.runtime_data.memory.memory.facts == ("Bob takes his coffee black",)
 
 
 async def test_reconfigure_shows_errors(
@@ -458,28 +493,39 @@ async def test_reconfigure_shows_errors(
 
 
 async def test_reconfigure_onto_another_entry_aborts(
-    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+    hass: HomeAssistant, entry: MockConfigEntry, keyed: ScriptedServer
 ) -> None:
-    other = MockConfigEntry(
-        domain=DOMAIN,
-        data={CONF_URL: scripted.url, CONF_MODEL: "other-model"},
-        unique_id=f"{scripted.url}|other-model",
-    )
-    other.add_to_hass(hass)
+    majordome_entry(keyed.url, api_key=API_KEY).add_to_hass(hass)
     data_before = dict(entry.data)
 
     result = await entry.start_reconfigure_flow(hass)
-    result = await configure(hass, result, {CONF_URL: scripted.url})
-    result = await configure(hass, result, {CONF_MODEL: "other-model"})
+    result = await configure(hass, result, {CONF_URL: keyed.url, CONF_API_KEY: API_KEY})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
     assert dict(entry.data) == data_before
-    assert entry.unique_id == f"{scripted.url}|{MODEL}"
 
 
-# --- Options ---------------------------------------------------------------------
+# --- The household's options -------------------------------------------------------
 
+
+async def test_household_form_shows_the_profile_and_voice(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    entry.runtime_data.memory.update(profile="The Durands.")
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "init"
+    assert {str(key) for key in result["data_schema"].schema} == {  # type: ignore[union-attr]
+        CONF_PROFILE,
+        "stt_server",
+        "tts_server",
+        "tts_voice",
+    }
+    assert suggested(result, CONF_PROFILE) == "The Durands."
+
+
+# --- The agents --------------------------------------------------------------------
 
 NEW_OPTIONS: dict[str, Any] = {
     CONF_LLM_HASS_API: LLM_API_NONE,
@@ -496,74 +542,228 @@ NEW_OPTIONS: dict[str, Any] = {
 }
 
 
-async def test_options_form_suggests_current_values(
+async def add_agent(hass: HomeAssistant, entry: MockConfigEntry) -> FlowResult:
+    """Start adding an agent to the entry."""
+    return await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_AGENT), context={"source": SOURCE_USER}
+    )
+
+
+async def reconfigure_agent(hass: HomeAssistant, entry: MockConfigEntry) -> FlowResult:
+    """Start reconfiguring the entry's first agent, and pick its model again."""
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_AGENT),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent_of(entry).subentry_id},
+    )
+    assert result["step_id"] == "model"
+    return await agent_step(hass, result, {CONF_MODEL: MODEL})
+
+
+async def agent_step(hass: HomeAssistant, result: FlowResult, data: dict[str, Any]) -> FlowResult:
+    """Submit the current step of an agent flow."""
+    return await hass.config_entries.subentries.async_configure(result["flow_id"], data)
+
+
+def agent_entity(hass: HomeAssistant, entry: MockConfigEntry) -> MajordomeConversationEntity:
+    """The running entity of the entry's first agent."""
+    entity_id = er.async_get(hass).async_get_entity_id(
+        conversation.DOMAIN, DOMAIN, agent_of(entry).subentry_id
+    )
+    assert entity_id is not None
+    agent = conversation.async_get_agent(hass, entity_id)
+    assert isinstance(agent, MajordomeConversationEntity)
+    return agent
+
+
+async def test_add_an_agent_on_another_model(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    first = agent_of(entry)
+    result = await add_agent(hass, entry)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "model"
+    assert result["description_placeholders"] == {"url": scripted.url}
+    field = field_selector(result, CONF_MODEL)
+    assert isinstance(field, selector.SelectSelector)
+    assert field.config["options"] == ["other-model", MODEL]
+    assert default(result, CONF_MODEL) == "other-model"
+
+    result = await agent_step(hass, result, {CONF_MODEL: "other-model"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "agent"
+    assert result["description_placeholders"] == {"model": "other-model"}
+    assert suggested(result, CONF_NAME) == "other-model"
+    assert suggested(result, CONF_PROMPT) == default_instructions(hass.config.language)
+    for key, value in DEFAULT_OPTIONS.items():
+        assert suggested(result, key) == value, key
+
+    custom = "You are Jeeves."
+    result = await agent_step(
+        hass, result, {CONF_NAME: " Jeeves ", CONF_PROMPT: custom, **NEW_OPTIONS}
+    )
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.state is ConfigEntryState.LOADED
+    added = next(sub for sub in entry.subentries.values() if sub.subentry_id != first.subentry_id)
+    assert added.subentry_type == SUBENTRY_AGENT
+    assert added.title == "Jeeves"
+    assert dict(added.data) == {CONF_MODEL: "other-model", CONF_PROMPT: custom, **NEW_OPTIONS}
+    assert entry.subentries[first.subentry_id] == first
+    # Its own entity, answering with its own client settings.
+    entity_id = er.async_get(hass).async_get_entity_id(
+        conversation.DOMAIN, DOMAIN, added.subentry_id
+    )
+    assert entity_id is not None
+    jeeves = conversation.async_get_agent(hass, entity_id)
+    assert isinstance(jeeves, MajordomeConversationEntity)
+    assert jeeves.client.timeout == 30
+    assert agent_entity(hass, entry).client.timeout == DEFAULT_OPTIONS[CONF_TIMEOUT]
+
+
+async def test_agent_form_suggests_current_values(
     hass: HomeAssistant, entry: MockConfigEntry
 ) -> None:
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_AGENT),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent_of(entry).subentry_id},
+    )
+    # The listing is sorted ("other-model" first), but the current model is proposed.
+    assert default(result, CONF_MODEL) == MODEL
+    result = await agent_step(hass, result, {CONF_MODEL: MODEL})
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "init"
+    assert result["step_id"] == "agent"
+    assert suggested(result, CONF_NAME) == MODEL
     assert suggested(result, CONF_PROMPT) == default_instructions(hass.config.language)
     for key, value in DEFAULT_OPTIONS.items():
         assert suggested(result, key) == value, key
 
 
-async def test_options_untouched_default_prompt_is_stored_empty(
+async def test_agent_reconfigure_changes_its_model_and_name(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    agent = agent_of(entry)
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_AGENT),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent.subentry_id},
+    )
+    result = await agent_step(hass, result, {CONF_MODEL: "other-model"})
+    result = await agent_step(hass, result, {**DEFAULT_OPTIONS, CONF_NAME: "Alfred"})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert agent_of(entry).title == "Alfred"
+    assert agent_of(entry).data[CONF_MODEL] == "other-model"
+    # The same agent (entity), reloaded on its new model.
+    assert agent_of(entry).subentry_id == agent.subentry_id
+    assert agent_entity(hass, entry).options[CONF_MODEL] == "other-model"
+
+
+async def test_agent_untouched_default_prompt_is_stored_empty(
     hass: HomeAssistant, entry: MockConfigEntry
 ) -> None:
     before: MajordomeData = entry.runtime_data
-    result = await hass.config_entries.options.async_init(entry.entry_id)
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"],
-        {CONF_PROMPT: default_instructions(hass.config.language), **NEW_OPTIONS},
+    result = await reconfigure_agent(hass, entry)
+    result = await agent_step(
+        hass,
+        result,
+        {
+            CONF_NAME: MODEL,
+            CONF_PROMPT: default_instructions(hass.config.language),
+            **NEW_OPTIONS,
+        },
     )
     await hass.async_block_till_done()
-    assert result["type"] is FlowResultType.CREATE_ENTRY
-    expected = {CONF_PROMPT: "", **NEW_OPTIONS}
-    assert result["data"] == expected
-
-    reloaded = hass.config_entries.async_get_entry(entry.entry_id)
-    assert reloaded is not None
-    assert dict(reloaded.options) == expected
-    assert isinstance(reloaded.options[CONF_MAX_TOKENS], int)
-    assert reloaded.state is ConfigEntryState.LOADED
-    assert reloaded.runtime_data is not before
-    assert reloaded.runtime_data.options == expected
-    # The new timeout reached the new client.
-    assert reloaded.runtime_data.client.timeout == 30
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    expected = {CONF_MODEL: MODEL, CONF_PROMPT: "", **NEW_OPTIONS}
+    assert dict(agent_of(entry).data) == expected
+    assert isinstance(agent_of(entry).data[CONF_MAX_TOKENS], int)
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data is not before
+    assert entry.runtime_data.agents[agent_of(entry).subentry_id] == (MODEL, expected)
+    # The new timeout reached the agent's client.
+    assert agent_entity(hass, entry).client.timeout == 30
 
 
-async def test_options_custom_prompt_is_stored_as_written(
+async def test_agent_custom_prompt_is_stored_as_written(
     hass: HomeAssistant, entry: MockConfigEntry
 ) -> None:
     before: MajordomeData = entry.runtime_data
     custom = "You are Jeeves. Answer in {{ 'one' }} sentence."
-    result = await hass.config_entries.options.async_init(entry.entry_id)
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {CONF_PROMPT: custom, **DEFAULT_OPTIONS}
+    result = await reconfigure_agent(hass, entry)
+    result = await agent_step(
+        hass, result, {CONF_NAME: MODEL, CONF_PROMPT: custom, **DEFAULT_OPTIONS}
     )
     await hass.async_block_till_done()
-    assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options[CONF_PROMPT] == custom
+    assert result["reason"] == "reconfigure_successful"
+    assert agent_of(entry).data[CONF_PROMPT] == custom
     assert entry.state is ConfigEntryState.LOADED
     assert entry.runtime_data is not before
 
     # The form then suggests the stored prompt, not the default.
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await reconfigure_agent(hass, entry)
     assert suggested(result, CONF_PROMPT) == custom
 
 
-async def test_options_without_prompt_field(hass: HomeAssistant, entry: MockConfigEntry) -> None:
-    result = await hass.config_entries.options.async_init(entry.entry_id)
-    result = await hass.config_entries.options.async_configure(result["flow_id"], NEW_OPTIONS)
+async def test_agent_without_prompt_field(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    result = await reconfigure_agent(hass, entry)
+    result = await agent_step(hass, result, {CONF_NAME: MODEL, **NEW_OPTIONS})
     await hass.async_block_till_done()
-    assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options == {CONF_PROMPT: "", **NEW_OPTIONS}
+    assert result["reason"] == "reconfigure_successful"
+    assert dict(agent_of(entry).data) == {CONF_MODEL: MODEL, CONF_PROMPT: "", **NEW_OPTIONS}
 
 
-async def test_options_out_of_range_is_refused(hass: HomeAssistant, entry: MockConfigEntry) -> None:
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+async def test_agent_out_of_range_is_refused(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    result = await reconfigure_agent(hass, entry)
     with pytest.raises(vol.Invalid):
-        await hass.config_entries.options.async_configure(
-            result["flow_id"], {**NEW_OPTIONS, CONF_MAX_ITERATIONS: 0}
-        )
-    assert entry.options == DEFAULT_OPTIONS
+        await agent_step(hass, result, {CONF_NAME: MODEL, **NEW_OPTIONS, CONF_MAX_ITERATIONS: 0})
+    assert dict(agent_of(entry).data) == {CONF_MODEL: MODEL, **DEFAULT_OPTIONS}
+
+
+async def test_agent_model_is_required(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    result = await add_agent(hass, entry)
+    result = await agent_step(hass, result, {CONF_MODEL: "  "})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "model"
+    assert result["errors"] == {"base": "model_required"}
+
+
+async def test_agent_model_typed_when_the_server_lists_none(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.models_status = 404
+    result = await add_agent(hass, entry)
+    assert result["step_id"] == "model"
+    assert result["errors"] == {"base": "no_models"}
+    assert isinstance(field_selector(result, CONF_MODEL), selector.TextSelector)
+
+
+@pytest.mark.parametrize(("status", "reason"), [(401, "invalid_auth"), (500, "unknown")])
+async def test_agent_flow_aborts_when_the_server_fails(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, status: int, reason: str
+) -> None:
+    scripted.models_status = status
+    result = await add_agent(hass, entry)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == reason
+
+
+async def test_agent_flow_aborts_when_the_server_is_down(
+    hass: HomeAssistant, socket_enabled: None
+) -> None:
+    entry = majordome_entry(closed_port_url())
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    result = await add_agent(hass, entry)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "cannot_connect"
+
+
+async def test_agent_flow_needs_a_loaded_entry(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    result = await add_agent(hass, entry)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "entry_not_loaded"
+    assert scripted.requests == []

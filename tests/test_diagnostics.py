@@ -1,4 +1,4 @@
-"""Config-entry diagnostics: the setup and the last turn, never the API key."""
+"""Config-entry diagnostics: the setup, its agents and the last turn, never a secret."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import DOMAIN
+from custom_components.majordome.diagnostics import redact_url
 from devtools.scripted_server import ScriptedServer, error, text
 from homeassistant.components import conversation
 from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
 
-from .conftest import MODEL
+from .helpers import MODEL, agent_of, majordome_entry
 
 API_KEY = "sk-secret-4f9a1c"
 
@@ -39,13 +39,7 @@ async def keyed(socket_enabled: None) -> AsyncGenerator[ScriptedServer]:
 async def keyed_entry(hass: HomeAssistant, keyed: ScriptedServer) -> MockConfigEntry:
     """A loaded entry with an API key."""
     assert await async_setup_component(hass, "homeassistant", {})
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title=f"{MODEL} ({keyed.url})",
-        data={CONF_URL: keyed.url, CONF_API_KEY: API_KEY, CONF_MODEL: MODEL},
-        options=DEFAULT_OPTIONS,
-        unique_id=f"{keyed.url}|{MODEL}",
-    )
+    entry = majordome_entry(keyed.url, api_key=API_KEY)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
@@ -59,12 +53,15 @@ async def test_diagnostics_before_any_turn(
     keyed: ScriptedServer,
 ) -> None:
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, keyed_entry)
-    assert diagnostics["data"] == {
-        CONF_URL: keyed.url,
-        CONF_API_KEY: "**REDACTED**",
-        CONF_MODEL: MODEL,
-    }
-    assert diagnostics["options"] == DEFAULT_OPTIONS
+    assert diagnostics["data"] == {CONF_URL: keyed.url, CONF_API_KEY: "**REDACTED**"}
+    assert diagnostics["options"] == {}
+    assert diagnostics["agents"] == [
+        {
+            "subentry_id": agent_of(keyed_entry).subentry_id,
+            "title": MODEL,
+            "data": {CONF_MODEL: MODEL, **DEFAULT_OPTIONS},
+        }
+    ]
     assert diagnostics["last_turn"] is None
     assert API_KEY not in json.dumps(diagnostics)
     # The entry itself still has its key.
@@ -123,3 +120,30 @@ async def test_diagnostics_after_a_failed_turn(
     last_turn: Any = diagnostics["last_turn"]
     assert last_turn["error"] == "server_error"
     assert API_KEY not in json.dumps(diagnostics)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:11434/v1", "http://127.0.0.1:11434/v1"),
+        ("https://bob:hunter2@llm.example:8443/v1", "https://**REDACTED**@llm.example:8443/v1"),
+        ("https://token@llm.example/v1", "https://**REDACTED**@llm.example/v1"),
+        ("https://llm.example/v1?key=hunter2", "https://llm.example/v1?**REDACTED**"),
+    ],
+)
+def test_url_credentials_are_redacted(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+async def test_diagnostics_hide_credentials_in_the_url(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, socket_enabled: None
+) -> None:
+    assert await async_setup_component(hass, "homeassistant", {})
+    entry = majordome_entry("http://bob:hunter2@127.0.0.1:9/v1?key=sk-in-query")
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    dumped = json.dumps(diagnostics)
+    assert "hunter2" not in dumped
+    assert "sk-in-query" not in dumped
+    assert diagnostics["data"][CONF_URL] == "http://**REDACTED**@127.0.0.1:9/v1?**REDACTED**"  # type: ignore[index]

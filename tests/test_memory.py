@@ -21,7 +21,7 @@ from homeassistant.auth.models import User
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 
-from .helpers import converse, speech
+from .helpers import converse, majordome_entry, speech
 
 QUESTION = "By the way, I don't know your household yet: who lives here, and how do you like to be answered?"
 PROFILE = "Alice (34) and Bob (36); Bob likes jazz; short answers please."
@@ -301,7 +301,7 @@ async def test_services(
     await hass.services.async_call(DOMAIN, "clear_memory", {}, blocking=True)
     assert stored(entry)["profile"] == ""
 
-    with pytest.raises(ServiceValidationError, match="No loaded Majordome agent"):
+    with pytest.raises(ServiceValidationError, match="No loaded Majordome entry"):
         await hass.services.async_call(
             DOMAIN, "get_memory", {"config_entry_id": "nope"}, blocking=True, return_response=True
         )
@@ -310,11 +310,7 @@ async def test_services(
 async def test_services_need_a_target_when_there_are_two_agents(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    other = MockConfigEntry(
-        domain=DOMAIN,
-        data={"url": scripted.url, "model": "other-model"},
-        options=DEFAULT_OPTIONS,
-    )
+    other = majordome_entry(scripted.url, model="other-model")
     other.add_to_hass(hass)
     assert await hass.config_entries.async_setup(other.entry_id)
     with pytest.raises(ServiceValidationError, match="2 are loaded"):
@@ -366,7 +362,7 @@ async def test_profile_edited_in_the_options_flow(
 ) -> None:
     result = await hass.config_entries.options.async_init(entry.entry_id)
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {**DEFAULT_OPTIONS, "profile": PROFILE}
+        result["flow_id"], {"profile": PROFILE}
     )
     await hass.async_block_till_done(wait_background_tasks=True)
     assert stored(entry)["profile"] == PROFILE

@@ -14,20 +14,16 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 import pytest_socket
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import (
-    CONF_MAX_TOKENS,
-    CONF_TEMPERATURE,
-    CONF_TIMEOUT,
-    DOMAIN,
-)
+from custom_components.majordome.const import CONF_MAX_TOKENS, CONF_TEMPERATURE, CONF_TIMEOUT
 from devtools.house import async_setup_house
 from devtools.llm import LocalLlmServer
 from homeassistant.auth.models import User
 from homeassistant.components import conversation
 from homeassistant.components.conversation.chat_log import DATA_CHAT_LOGS
-from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
+
+from .helpers import majordome_entry
 
 pytestmark = pytest.mark.real_llm
 
@@ -48,11 +44,11 @@ async def real_entry(
 ) -> MockConfigEntry:
     assert await async_setup_component(hass, "homeassistant", {})
     await async_setup_house(hass, "demo")
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        data={CONF_URL: llm_server.base_url, CONF_MODEL: llm_server.model},
+    entry = majordome_entry(
+        llm_server.base_url,
         # A slow CI machine may take a minute to read the first prompt.
-        options={**DEFAULT_OPTIONS, CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: 96, CONF_TIMEOUT: 600},
+        {**DEFAULT_OPTIONS, CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: 96, CONF_TIMEOUT: 600},
+        model=llm_server.model,
     )
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)

@@ -12,7 +12,7 @@ import pytest
 
 from custom_components.majordome import config_flow
 from custom_components.majordome.backend import ErrorKind
-from custom_components.majordome.const import LLM_API_ASSIST, LLM_API_NONE
+from custom_components.majordome.const import LLM_API_ASSIST, LLM_API_NONE, SUBENTRY_AGENT
 
 COMPONENT = Path(config_flow.__file__).parent
 STRINGS = COMPONENT / "strings.json"
@@ -127,16 +127,24 @@ def test_flow_error_keys_found_in_the_source() -> None:
 @pytest.mark.parametrize("file", ["en.json", "fr.json"])
 def test_every_flow_error_is_translated(file: str) -> None:
     strings = load(TRANSLATIONS / file)
-    # One source file for both flows: an error is either the setup's or the options'.
-    errors = {**strings["config"]["error"], **strings["options"]["error"]}
+    # One source file for the three flows: an error is the setup's, the options' or an agent's.
+    agent = strings["config_subentries"][SUBENTRY_AGENT]
+    errors = {**strings["config"]["error"], **strings["options"]["error"], **agent["error"]}
     missing = flow_error_keys() - set(errors)
     assert not missing
+    # The model step is shared by the setup and the agents: both say its errors.
+    assert {"no_models", "model_required"} <= set(agent["error"])
 
 
 @pytest.mark.parametrize("file", ["en.json", "fr.json"])
 def test_abort_reasons_are_translated(file: str) -> None:
-    aborts = load(TRANSLATIONS / file)["config"]["abort"]
-    assert {"already_configured", "reconfigure_successful"} <= set(aborts)
+    strings = load(TRANSLATIONS / file)
+    assert {"already_configured", "reconfigure_successful"} <= set(strings["config"]["abort"])
+    # An agent's flow aborts when the entry is not loaded, or with the listing's error.
+    listing_errors = set(config_flow._ERRORS.values()) | {"unknown"}
+    assert {"entry_not_loaded", "reconfigure_successful"} | listing_errors <= set(
+        strings["config_subentries"][SUBENTRY_AGENT]["abort"]
+    )
 
 
 def test_flow_steps_and_option_fields_are_translated() -> None:
@@ -146,6 +154,12 @@ def test_flow_steps_and_option_fields_are_translated() -> None:
     for step in ("user", "reconfigure"):
         fields = {str(key) for key in config_flow.SERVER_SCHEMA.schema}
         assert fields <= set(steps[step]["data"]), step
-    options = {str(key) for key in config_flow.OPTIONS_SCHEMA.schema}
-    assert options == set(strings["options"]["step"]["init"]["data"])
+    household = {str(key) for key in config_flow.HOUSEHOLD_SCHEMA.schema}
+    assert household == set(strings["options"]["step"]["init"]["data"])
+    agent = strings["config_subentries"][SUBENTRY_AGENT]
+    assert agent["entry_type"].strip()
+    assert set(agent["initiate_flow"]) == {"user", "reconfigure"}
+    assert set(agent["step"]["model"]["data"]) == {"model"}
+    options = {str(key) for key in config_flow.AGENT_SCHEMA.schema}
+    assert options == set(agent["step"]["agent"]["data"])
     assert set(strings["selector"]["llm_hass_api"]["options"]) == {LLM_API_ASSIST, LLM_API_NONE}

@@ -24,7 +24,7 @@ from homeassistant.components import conversation
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.helpers import intent
 
-from .helpers import CLOCK_TOOL, TURN_ON_TOOL, converse, speech, tool_results
+from .helpers import CLOCK_TOOL, TURN_ON_TOOL, agent_of, converse, speech, tool_results
 
 COMPONENT = Path(__file__).parent.parent / "custom_components" / "majordome"
 SENTENCES = {
@@ -277,7 +277,7 @@ async def test_timeout(
     scripted: ScriptedServer,
     slow: Callable[[], Reply],
 ) -> None:
-    assert entry.options[CONF_TIMEOUT] == 1
+    assert agent_of(entry).data[CONF_TIMEOUT] == 1
     await run_around_failure(hass, entry, scripted, failing=[slow()], kind="timeout")
     assert "PARTIAL" not in json.dumps(scripted.chat_requests[-1])
 

@@ -1,4 +1,4 @@
-"""The voice fields of the options flow, checked with a Wyoming Describe over real TCP."""
+"""The voice fields of the household's options, checked with a Wyoming Describe over real TCP."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import (
-    CONF_PROMPT,
+    CONF_PROFILE,
     CONF_STT_SERVER,
-    CONF_TEMPERATURE,
     CONF_TTS_SERVER,
     CONF_TTS_VOICE,
+    MEMORY_KEY,
 )
 from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.config_entries import ConfigFlowResult
@@ -61,12 +60,10 @@ def suggested(result: ConfigFlowResult, name: str) -> Any:
 async def submit(
     hass: HomeAssistant, entry: MockConfigEntry, voice: dict[str, Any]
 ) -> ConfigFlowResult:
-    """Open the options and submit the defaults with these voice fields."""
+    """Open the household's options and submit these voice fields."""
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["type"] is FlowResultType.FORM
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {**DEFAULT_OPTIONS, **voice}
-    )
+    result = await hass.config_entries.options.async_configure(result["flow_id"], voice)
     await hass.async_block_till_done()
     return result
 
@@ -94,7 +91,7 @@ async def test_valid_stt_tts_and_voice_are_saved(
     }
     result = await submit(hass, entry, voice)
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {**DEFAULT_OPTIONS, CONF_PROMPT: "", **voice}
+    assert result["data"] == voice
     assert entry.options == result["data"]
 
 
@@ -203,8 +200,7 @@ async def test_form_comes_back_with_what_was_typed(
     hass: HomeAssistant, entry: MockConfigEntry, both: ScriptedWyoming
 ) -> None:
     typed = {
-        **DEFAULT_OPTIONS,
-        CONF_TEMPERATURE: 1.3,
+        CONF_PROFILE: "The Durands: two adults and a cat.",
         CONF_STT_SERVER: "nonsense",
         CONF_TTS_SERVER: both.address,
         CONF_TTS_VOICE: "nobody",
@@ -225,7 +221,7 @@ async def test_form_comes_back_with_what_was_typed(
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options[CONF_STT_SERVER] == both.address
-    assert entry.options[CONF_TEMPERATURE] == 1.3
+    assert entry.data[MEMORY_KEY]["profile"] == typed[CONF_PROFILE]
 
 
 async def test_saved_voice_fields_are_trimmed(

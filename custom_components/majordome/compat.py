@@ -12,8 +12,10 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
   are only offered where it does not.
 - Chat sessions: an owner context from 2026.11; a second turn in a busy conversation raises
   `ConversationBusyError` from 2026.11.
-- Moving a device onto a config subentry: `add_`/`remove_config_subentry_id` until 2025.6,
-  `new_config_subentry_id` later (the former are deprecated and reported from 2026.10).
+- Devices: moved onto a config subentry with `add_`/`remove_config_subentry_id` until
+  2025.6, `new_config_subentry_id` later; found by identifier with `async_get_device`
+  until 2026.9, `async_get_device_by_identifier` (scoped to one entry) later. The former
+  are deprecated and reported from 2026.10.
 """
 
 from __future__ import annotations
@@ -190,6 +192,16 @@ BUSY_ERRORS: tuple[type[Exception], ...] = tuple(
 _DEVICE_MOVES = (
     "new_config_subentry_id" in inspect.signature(dr.DeviceRegistry.async_update_device).parameters
 )
+
+
+def device_of(
+    devices: dr.DeviceRegistry, identifier: tuple[str, str], entry_id: str
+) -> dr.DeviceEntry | None:
+    """The entry's device with this identifier."""
+    if hasattr(devices, "async_get_device_by_identifier"):
+        device: dr.DeviceEntry | None = devices.async_get_device_by_identifier(identifier, entry_id)
+        return device
+    return devices.async_get_device(identifiers={identifier})
 
 
 def move_device_to_subentry(

@@ -46,7 +46,7 @@ def migrate_to_agents(hass: HomeAssistant, entry: ConfigEntry) -> None:
             new_unique_id=subentry.subentry_id,
         )
     devices = dr.async_get(hass)
-    if device := devices.async_get_device(identifiers={(DOMAIN, entry.entry_id)}):
+    if device := compat.device_of(devices, (DOMAIN, entry.entry_id), entry.entry_id):
         compat.move_device_to_subentry(
             devices,
             device.id,
