@@ -30,6 +30,7 @@ from custom_components.majordome.const import (
     CONF_STT_SERVER,
     CONF_TTS_SERVER,
     CONF_TTS_VOICE,
+    DOMAIN,
     EVENT_UTTERANCE_IGNORED,
     VOICE_URL,
 )
@@ -39,10 +40,12 @@ from custom_components.majordome.voice.wyoming_client import SpeechErrorKind
 from devtools.scripted_server import ScriptedServer, error, text
 from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.chat_session import ChatSession
 
-from .helpers import running_wyoming, user_messages
+from .helpers import MODEL, agent_data, running_wyoming, user_messages
 from .pipeline_helpers import VOICE_ENTRY_OPTIONS
 
 THREE_SENTENCES = ("The kitchen ", "light is on. It is 21.5 ", "degrees inside. Anything else?")
@@ -270,6 +273,28 @@ async def test_typed_request_is_spoken_sentence_by_sentence(
     assert all(voice.audio)
     assert all(0.0 <= event["value"] <= 1.0 for event in voice.of_type("level"))
     assert max(event["value"] for event in voice.of_type("level")) > 0.3
+
+
+async def test_the_oldest_agent_answers_unless_another_is_named(
+    hass: HomeAssistant, voice: VoiceClient, scripted: ScriptedServer, entry: MockConfigEntry
+) -> None:
+    """The entry's voice servers speak for every agent; the one that answers can be named."""
+    added = ConfigSubentry(**agent_data("other-model", VOICE_ENTRY_OPTIONS))
+    hass.config_entries.async_add_subentry(entry, added)
+    await hass.async_block_till_done()
+    entry.runtime_data.memory.update(onboarding=Onboarding.DONE)  # reloaded: still known
+    other = er.async_get(hass).async_get_entity_id(conversation.DOMAIN, DOMAIN, added.subentry_id)
+    assert other is not None
+
+    scripted.add(text("From the first."))
+    await voice.send(type="text", text="Hello?")
+    assert (await voice.until("reply_end"))["text"] == "From the first."
+    assert scripted.chat_requests[-1]["model"] == MODEL
+
+    scripted.add(text("From the other."))
+    await voice.send(type="text", text="Hello again?", agent_id=other)
+    assert (await voice.until("reply_end"))["text"] == "From the other."
+    assert scripted.chat_requests[-1]["model"] == "other-model"
 
 
 async def test_spoken_request_is_transcribed_then_answered(
