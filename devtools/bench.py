@@ -45,9 +45,11 @@ from custom_components.majordome.const import (
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
     DOMAIN,
+    HOUSEHOLD_OPTIONS,
+    SUBENTRY_AGENT,
 )
 from custom_components.majordome.memory import Onboarding
-from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace
+from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace, default_agent
 from devtools import bench_gate, house as house_module
 from devtools.hass_runner import running_home_assistant
 from devtools.house import ASSISTANT, Device, async_setup_house
@@ -59,7 +61,8 @@ from homeassistant.components.homeassistant.exposed_entities import (
     async_expose_entity,
     async_should_expose,
 )
-from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
+from homeassistant.config_entries import SOURCE_RECONFIGURE
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_NAME, CONF_URL
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import area_registry as ar, entity_registry as er, llm
@@ -91,7 +94,12 @@ async def async_create_entry(
     options: dict[str, Any] | None = None,
     api_key: str | None = None,
 ) -> MajordomeConfigEntry:
-    """Create a Majordome entry through the real config flow (and options flow)."""
+    """Create a Majordome entry through the real config, options and agent flows.
+
+    The config flow makes the server and its first agent. `options` is both setups in
+    one dict: the household's keys (the voice servers) go to the entry's options, the
+    others to the agent's.
+    """
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
     if result["type"] is not FlowResultType.FORM or result["step_id"] != "user":
         raise RuntimeError(f"config flow: unexpected first step {result}")
@@ -104,18 +112,47 @@ async def async_create_entry(
         raise RuntimeError(f"config flow: model step failed: {result}")
     entry_id = result["result"].entry_id
     await hass.async_block_till_done()
-    if options:
+    agent_options = dict(options or {})
+    household = {key: agent_options.pop(key) for key in HOUSEHOLD_OPTIONS if key in agent_options}
+    if household:
         flow = await hass.config_entries.options.async_init(entry_id)
-        done = await hass.config_entries.options.async_configure(
-            flow["flow_id"], {**DEFAULT_OPTIONS, **options}
-        )
+        done = await hass.config_entries.options.async_configure(flow["flow_id"], household)
         if done["type"] is not FlowResultType.CREATE_ENTRY:
             raise RuntimeError(f"options flow failed: {done}")
         await hass.async_block_till_done()  # the update listener reloads the entry
+    if agent_options:
+        await async_configure_agent(hass, entry_id, agent_options)
     entry = hass.config_entries.async_get_entry(entry_id)
     if entry is None or not hasattr(entry, "runtime_data"):
         raise RuntimeError("the Majordome entry did not load")
     return entry
+
+
+async def async_configure_agent(
+    hass: HomeAssistant, entry_id: str, changes: dict[str, Any]
+) -> None:
+    """Change the options of the entry's first agent through its reconfigure flow."""
+    entry = hass.config_entries.async_get_entry(entry_id)
+    agent = default_agent(entry) if entry is not None else None
+    if entry is None or agent is None:
+        raise RuntimeError("the Majordome entry has no agent")
+    flow = await hass.config_entries.subentries.async_init(
+        (entry_id, SUBENTRY_AGENT),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent.subentry_id},
+    )
+    current = dict(agent.data)
+    model = current.pop(CONF_MODEL)
+    flow = await hass.config_entries.subentries.async_configure(
+        flow["flow_id"], {CONF_MODEL: model}
+    )
+    if flow["type"] is not FlowResultType.FORM or flow["step_id"] != "agent":
+        raise RuntimeError(f"agent flow: model step failed: {flow}")
+    done = await hass.config_entries.subentries.async_configure(
+        flow["flow_id"], {CONF_NAME: agent.title, **DEFAULT_OPTIONS, **current, **changes}
+    )
+    if done.get("reason") != "reconfigure_successful":
+        raise RuntimeError(f"agent flow failed: {done}")
+    await hass.async_block_till_done()  # the update listener reloads the entry
 
 
 def exposed_entity_ids(hass: HomeAssistant) -> list[str]:

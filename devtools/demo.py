@@ -9,9 +9,10 @@ Starts, each as its own child process on 127.0.0.1:
 
 Then sets everything up the way a user would, through Home Assistant's own APIs:
 onboarding (the owner account), the areas, which entities Assist may see, the two
-Wyoming integrations and Majordome through their config flows (Majordome's options
-flow names the speech servers, which it checks), and two Assist pipelines with
-Majordome as their agent: "Majordome" (English, with STT and TTS; the preferred one)
+Wyoming integrations and Majordome through their config flows (Majordome's makes the
+server entry and its first agent; the household's options flow names the profile and
+the speech servers, which it checks; the agent's subentry flow tunes it for the small
+model), and two Assist pipelines with Majordome as their agent: "Majordome" (English, with STT and TTS; the preferred one)
 and "Majordome (français)" (text).
 
 Prints the URL and the login, then a readable log: what Home Assistant and Majordome
@@ -49,6 +50,7 @@ from custom_components.majordome.const import (
     CONF_TIMEOUT,
     CONF_TTS_SERVER,
     CONF_TTS_VOICE,
+    SUBENTRY_AGENT,
 )
 from devtools.child_process import ChildProcess, ChildServer, python_module
 from devtools.ha_api import ApiError, HomeAssistantApi, Websocket
@@ -57,7 +59,7 @@ from devtools.house import ASSISTANT, HELPER_DOMAINS, house_config, house_device
 from devtools.llm import LocalLlmServer
 from devtools.ports import free_port
 from devtools.voice_servers import VOICE, PiperServer, WhisperServer
-from homeassistant.const import __version__ as HA_VERSION
+from homeassistant.const import CONF_NAME, __version__ as HA_VERSION
 
 DEFAULT_DIR = REPO_ROOT / ".cache" / "demo"
 CONNECTION_FILE = "connection.json"  # what scripts/ask and the tests read
@@ -300,21 +302,47 @@ async def async_config_flow(api: HomeAssistantApi, handler: str, *steps: dict[st
     return result["result"]
 
 
+def shown_values(form: dict[str, Any]) -> dict[str, Any]:
+    """What a form shows filled in: its suggested values and defaults."""
+    shown: dict[str, Any] = {}
+    for field in form["data_schema"]:
+        if "suggested_value" in (field.get("description") or {}):
+            shown[field["name"]] = field["description"]["suggested_value"]
+        elif "default" in field:
+            shown[field["name"]] = field["default"]
+    return shown
+
+
 async def async_options_flow(api: HomeAssistantApi, entry_id: str, changes: dict[str, Any]) -> None:
     """Submit an entry's options form as the frontend would: shown values plus changes."""
     form = await api.rest("POST", "/api/config/config_entries/options/flow", {"handler": entry_id})
-    shown = {
-        field["name"]: field["description"]["suggested_value"]
-        for field in form["data_schema"]
-        if "suggested_value" in (field.get("description") or {})
-    }
     result = await api.rest(
         "POST",
         f"/api/config/config_entries/options/flow/{form['flow_id']}",
-        {**shown, **changes},
+        {**shown_values(form), **changes},
     )
     if result["type"] != "create_entry":
         raise ApiError(f"options flow of {entry_id} ended with {result}")
+
+
+async def async_agent_flow(
+    api: HomeAssistantApi, entry_id: str, subentry_id: str, changes: dict[str, Any]
+) -> None:
+    """Reconfigure an agent as the frontend would: each step's shown values plus changes."""
+    url = "/api/config/config_entries/subentries/flow"
+    result = await api.rest(
+        "POST", url, {"handler": [entry_id, SUBENTRY_AGENT], "subentry_id": subentry_id}
+    )
+    while result["type"] == "form":
+        step = {**shown_values(result), **changes}
+        fields = {field["name"] for field in result["data_schema"]}
+        result = await api.rest(
+            "POST",
+            f"{url}/{result['flow_id']}",
+            {key: value for key, value in step.items() if key in fields},
+        )
+    if result.get("reason") != "reconfigure_successful":
+        raise ApiError(f"agent flow of {subentry_id} ended with {result}")
 
 
 async def async_entity_of(ws: Websocket, entry_id: str, domain: str) -> str:
@@ -369,15 +397,11 @@ async def async_setup_demo(
     majordome = await async_config_flow(
         api, "majordome", {"url": llm.base_url}, {"model": llm.model}
     )
+    # The household, shared by the server's agents.
     await async_options_flow(
         api,
         majordome["entry_id"],
         {
-            # The embedded model is small: no sampling, short answers.
-            CONF_TEMPERATURE: 0.0,
-            CONF_MAX_TOKENS: 128,
-            # A first read of the whole prompt takes tens of seconds on a busy CPU.
-            CONF_TIMEOUT: 240,
             CONF_PROFILE: PROFILE,
             CONF_STT_SERVER: f"{stt.host}:{stt.port}",
             CONF_TTS_SERVER: f"{tts.host}:{tts.port}",
@@ -386,6 +410,23 @@ async def async_setup_demo(
     )
     async with api.websocket() as ws:
         await async_confirm_http_config(ws)
+        # The agent the config flow made with the server, tuned in its own flow.
+        [agent_entry] = await ws.call(
+            "config_entries/subentries/list", entry_id=majordome["entry_id"]
+        )
+        await async_agent_flow(
+            api,
+            majordome["entry_id"],
+            agent_entry["subentry_id"],
+            {
+                CONF_NAME: "Majordome",
+                # The embedded model is small: no sampling, short answers.
+                CONF_TEMPERATURE: 0.0,
+                CONF_MAX_TOKENS: 128,
+                # A first read of the whole prompt takes tens of seconds on a busy CPU.
+                CONF_TIMEOUT: 240,
+            },
+        )
         await async_setup_areas_and_exposure(ws)
         # As a user would in the entity settings: a name to find it by.
         agent = AGENT_ID

@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Any
 
+from devtools.bench import async_configure_agent
 from devtools.hass_runner import running_home_assistant
 from devtools.house import async_setup_house
 from devtools.llm import LocalLlmServer
@@ -34,12 +35,9 @@ async def async_configure_majordome(hass: HomeAssistant, url: str, model: str) -
     if flow.get("step_id") != "model":
         raise RuntimeError(f"config flow stopped at {flow.get('step_id')}: {flow.get('errors')}")
     flow = await hass.config_entries.flow.async_configure(flow["flow_id"], {"model": model})
-    entry = flow["result"]
-    hass.config_entries.async_update_entry(
-        entry, options={**entry.options, "temperature": 0.0, "max_tokens": 128}
-    )
-    await hass.async_block_till_done()
-    return str(entry.entry_id)
+    entry_id = str(flow["result"].entry_id)
+    await async_configure_agent(hass, entry_id, {"temperature": 0.0, "max_tokens": 128})
+    return entry_id
 
 
 async def async_try(sentence: str, language: str, llm: LocalLlmServer) -> int:
