@@ -40,7 +40,10 @@ CLEAR_SCHEMA = vol.Schema(
 
 
 def _store(hass: HomeAssistant, call: ServiceCall) -> MemoryStore:
-    """Find the agent the call is for; the only one when none is named."""
+    """Find the household the call is for: a server entry, the only one when none is named.
+
+    The memory is the household's: every agent of the entry shares it.
+    """
     entries: list[MajordomeConfigEntry] = [
         entry
         for entry in hass.config_entries.async_entries(DOMAIN)
