@@ -18,10 +18,13 @@ from custom_components.majordome.const import CONF_MEMORY_EVERY, DOMAIN, MEMORY_
 from custom_components.majordome.memory import Onboarding
 from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
 from homeassistant.auth.models import User
-from homeassistant.core import HomeAssistant
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import entity_registry as er
 
-from .helpers import converse, majordome_entry, speech
+from .helpers import agent_data, converse, majordome_entry, speech
 
 QUESTION = "By the way, I don't know your household yet: who lives here, and how do you like to be answered?"
 PROFILE = "Alice (34) and Bob (36); Bob likes jazz; short answers please."
@@ -277,6 +280,25 @@ async def test_memory_goes_last_so_the_prefix_survives(
 
 
 # --- Services, persistence, diagnostics ----------------------------------------------
+
+
+async def test_the_agents_of_a_server_share_its_household_memory(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    added = ConfigSubentry(**agent_data("other-model"))
+    assert hass.config_entries.async_add_subentry(entry, added)
+    await hass.async_block_till_done()
+    other = er.async_get(hass).async_get_entity_id(conversation.DOMAIN, DOMAIN, added.subentry_id)
+    assert other is not None
+
+    entry.runtime_data.memory.update(profile=PROFILE, onboarding=Onboarding.DONE)
+    entry.runtime_data.memory.remember("Miso is the cat")
+    for agent_id in (entry.entry_id, other):
+        scripted.add(text("Hello."))
+        await conversation.async_converse(hass, "hi", None, Context(), "en", agent_id)
+        system = scripted.chat_requests[-1]["messages"][0]["content"]
+        assert PROFILE in system
+        assert "Miso is the cat" in system
 
 
 async def test_services(

@@ -43,10 +43,7 @@ class MajordomeConversationEntity(
         if self.options.get(CONF_LLM_HASS_API) == LLM_API_ASSIST:
             self._attr_supported_features = conversation.ConversationEntityFeature.CONTROL
         # The oldest agent also answers to the entry's id, as the only agent of 0.1 did.
-        default = default_agent(entry)
-        self._answers_for_entry = default is not None and default.subentry_id == (
-            subentry.subentry_id
-        )
+        self._answers_for_entry = default_agent(entry) is subentry
 
     @property
     def supported_languages(self) -> list[str] | Literal["*"]:
