@@ -216,6 +216,21 @@ async def test_user_flow_without_key_stores_no_key(
     assert only_agent(result["result"]).data[CONF_MODEL] == MODEL
 
 
+async def test_credentials_in_the_url_never_reach_the_title(
+    hass: HomeAssistant, scripted: ScriptedServer
+) -> None:
+    """A proxy's login in the URL is a secret: the entry's title shows the server only."""
+    url = scripted.url.replace("http://", "http://alice:s3cret@") + "?token=abc"
+    result = await start(hass)
+    result = await configure(hass, result, {CONF_URL: url})
+    result = await configure(hass, result, {CONF_MODEL: MODEL})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_URL] == url  # kept to reach the server
+    assert result["title"] == scripted.url
+    assert "s3cret" not in str(result["result"].title)
+
+
 async def test_user_flow_custom_model_typed_over_the_list(
     hass: HomeAssistant, scripted: ScriptedServer
 ) -> None:

@@ -18,7 +18,7 @@ import json
 import re
 import time
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import httpx
 import openai
@@ -117,6 +117,12 @@ async def async_list_models(client: openai.AsyncOpenAI) -> list[str]:
     except Exception as err:  # every failure is classified
         raise BackendError(classify_error(err), str(err)) from err
     return sorted({model.id for model in page.data if model.id})
+
+
+def public_url(url: str) -> str:
+    """The server's URL as it may be shown (titles, logs): no user, password or query."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def cache_hints(url: str, cache_key: str) -> dict[str, Any]:

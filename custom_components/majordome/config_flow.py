@@ -36,7 +36,7 @@ from homeassistant.data_entry_flow import AbortFlow
 from homeassistant.helpers import selector
 from homeassistant.helpers.httpx_client import get_async_client
 
-from .backend import BackendError, ErrorKind, async_list_models, create_client
+from .backend import BackendError, ErrorKind, async_list_models, create_client, public_url
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
@@ -295,7 +295,7 @@ class MajordomeConfigFlow(ConfigFlow, domain=DOMAIN):
         entry = self._get_reconfigure_entry()
         kept = {k: v for k, v in entry.data.items() if k not in (CONF_URL, CONF_API_KEY)}
         return self.async_update_reload_and_abort(
-            entry, title=self._server[CONF_URL], data={**kept, **self._server}
+            entry, title=public_url(self._server[CONF_URL]), data={**kept, **self._server}
         )
 
     async def async_step_model(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -309,7 +309,9 @@ class MajordomeConfigFlow(ConfigFlow, domain=DOMAIN):
                 unique_id=None,
             )
             return self.async_create_entry(
-                title=self._server[CONF_URL], data=self._server, subentries=[first_agent]
+                title=public_url(self._server[CONF_URL]),
+                data=self._server,
+                subentries=[first_agent],
             )
         return self.async_show_form(
             step_id="model",

@@ -17,6 +17,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 
 from . import compat
+from .backend import public_url
 from .const import DOMAIN, HOUSEHOLD_OPTIONS, LOGGER, SUBENTRY_AGENT
 
 VERSION = 2
@@ -33,7 +34,8 @@ def migrate_to_agents(hass: HomeAssistant, entry: ConfigEntry) -> None:
     subentry = ConfigSubentry(
         data=MappingProxyType({CONF_MODEL: entry.data[CONF_MODEL], **agent}),
         subentry_type=SUBENTRY_AGENT,
-        title=entry.title,
+        # 0.1 titled entries "model (URL)": never with the URL's credentials.
+        title=entry.title.replace(entry.data[CONF_URL], public_url(entry.data[CONF_URL])),
         unique_id=None,
     )
     hass.config_entries.async_add_subentry(entry, subentry)
@@ -57,7 +59,7 @@ def migrate_to_agents(hass: HomeAssistant, entry: ConfigEntry) -> None:
 
     hass.config_entries.async_update_entry(
         entry,
-        title=entry.data[CONF_URL],
+        title=public_url(entry.data[CONF_URL]),
         data={key: value for key, value in entry.data.items() if key != CONF_MODEL},
         options=household,
         # Servers are told apart by their URL; the old "url|model" names no entry now.
