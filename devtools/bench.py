@@ -25,12 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 import json
 import logging
-import os
 from pathlib import Path
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -38,19 +35,24 @@ import openai
 
 from custom_components.majordome import prompt as majordome_prompt, tools as majordome_tools
 from custom_components.majordome.backend import StreamStats, async_stream_completion
-from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import (
     CONF_MAX_TOKENS,
     CONF_MEMORY_EVERY,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
     DOMAIN,
-    HOUSEHOLD_OPTIONS,
-    SUBENTRY_AGENT,
 )
 from custom_components.majordome.memory import Onboarding
-from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace, default_agent
-from devtools import bench_gate, house as house_module
+from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace
+from devtools import bench_commands, bench_gate, bench_voice, house as house_module
+from devtools.bench_common import (
+    async_create_entry,
+    percentile,
+    print_summary,
+    progress,
+    run_in_temp_dir,
+    wait_for_other_llm_servers,
+)
 from devtools.hass_runner import running_home_assistant
 from devtools.house import ASSISTANT, Device, async_setup_house
 from devtools.llm import LocalLlmServer
@@ -61,10 +63,7 @@ from homeassistant.components.homeassistant.exposed_entities import (
     async_expose_entity,
     async_should_expose,
 )
-from homeassistant.config_entries import SOURCE_RECONFIGURE
-from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_NAME, CONF_URL
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import area_registry as ar, entity_registry as er, llm
 from homeassistant.setup import async_setup_component
 from homeassistant.util import ulid as ulid_util
@@ -72,87 +71,7 @@ from homeassistant.util import ulid as ulid_util
 LOG = logging.getLogger("devtools.bench")
 
 
-def progress(message: str) -> None:
-    """Print a progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Return the nearest-rank percentile of `values` (0 < fraction <= 1)."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
-
-
 # --- Setup shared by both benchmarks ------------------------------------------------
-
-
-async def async_create_entry(
-    hass: HomeAssistant,
-    url: str,
-    model: str,
-    options: dict[str, Any] | None = None,
-    api_key: str | None = None,
-) -> MajordomeConfigEntry:
-    """Create a Majordome entry through the real config, options and agent flows.
-
-    The config flow makes the server and its first agent. `options` is both setups in
-    one dict: the household's keys (the voice servers) go to the entry's options, the
-    others to the agent's.
-    """
-    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
-    if result["type"] is not FlowResultType.FORM or result["step_id"] != "user":
-        raise RuntimeError(f"config flow: unexpected first step {result}")
-    server = {CONF_URL: url, **({CONF_API_KEY: api_key} if api_key else {})}
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], server)
-    if result["type"] is not FlowResultType.FORM or result["step_id"] != "model":
-        raise RuntimeError(f"config flow: server step failed: {result.get('errors')}")
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL: model})
-    if result["type"] is not FlowResultType.CREATE_ENTRY:
-        raise RuntimeError(f"config flow: model step failed: {result}")
-    entry_id = result["result"].entry_id
-    await hass.async_block_till_done()
-    agent_options = dict(options or {})
-    household = {key: agent_options.pop(key) for key in HOUSEHOLD_OPTIONS if key in agent_options}
-    if household:
-        flow = await hass.config_entries.options.async_init(entry_id)
-        done = await hass.config_entries.options.async_configure(flow["flow_id"], household)
-        if done["type"] is not FlowResultType.CREATE_ENTRY:
-            raise RuntimeError(f"options flow failed: {done}")
-        await hass.async_block_till_done()  # the update listener reloads the entry
-    if agent_options:
-        await async_configure_agent(hass, entry_id, agent_options)
-    entry = hass.config_entries.async_get_entry(entry_id)
-    if entry is None or not hasattr(entry, "runtime_data"):
-        raise RuntimeError("the Majordome entry did not load")
-    return entry
-
-
-async def async_configure_agent(
-    hass: HomeAssistant, entry_id: str, changes: dict[str, Any]
-) -> None:
-    """Change the options of the entry's first agent through its reconfigure flow."""
-    entry = hass.config_entries.async_get_entry(entry_id)
-    agent = default_agent(entry) if entry is not None else None
-    if entry is None or agent is None:
-        raise RuntimeError("the Majordome entry has no agent")
-    flow = await hass.config_entries.subentries.async_init(
-        (entry_id, SUBENTRY_AGENT),
-        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent.subentry_id},
-    )
-    current = dict(agent.data)
-    model = current.pop(CONF_MODEL)
-    flow = await hass.config_entries.subentries.async_configure(
-        flow["flow_id"], {CONF_MODEL: model}
-    )
-    if flow["type"] is not FlowResultType.FORM or flow["step_id"] != "agent":
-        raise RuntimeError(f"agent flow: model step failed: {flow}")
-    done = await hass.config_entries.subentries.async_configure(
-        flow["flow_id"], {CONF_NAME: agent.title, **DEFAULT_OPTIONS, **current, **changes}
-    )
-    if done.get("reason") != "reconfigure_successful":
-        raise RuntimeError(f"agent flow failed: {done}")
-    await hass.async_block_till_done()  # the update listener reloads the entry
 
 
 def exposed_entity_ids(hass: HomeAssistant) -> list[str]:
@@ -640,26 +559,6 @@ def print_turn(turn: TurnResult) -> None:
     )
 
 
-def wait_for_other_llm_servers(timeout_s: float = 600, poll_s: float = 30) -> None:
-    """Wait until no llama.cpp server of someone else runs: benchmarks must run alone."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = subprocess.run(
-            ["pgrep", "-af", "llm_server_main"], capture_output=True, text=True, check=False
-        ).stdout
-        others = [
-            line
-            for line in found.splitlines()
-            if line.strip() and int(line.split()[0]) != os.getpid()
-        ]
-        if not others:
-            return
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"another LLM server is still running: {others}")
-        progress(f"waiting for another LLM server to end: {others}")
-        time.sleep(poll_s)
-
-
 async def async_prompt_cache(
     args: argparse.Namespace, config_dir: Path, server: LocalLlmServer
 ) -> dict[str, Any]:
@@ -750,12 +649,6 @@ def _median_ttft(turns: Sequence[TurnResult]) -> float:
 # --- Command line -------------------------------------------------------------------
 
 
-def _run_in_temp_dir(name: str, coro_factory: Any) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix=f"majordome-bench-{name}-") as tmp:
-        result: dict[str, Any] = asyncio.run(coro_factory(Path(tmp)))
-        return result
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one benchmark."""
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
@@ -793,19 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     argv = list(sys.argv[1:] if argv is None else argv)
+    # These have their own options.
     if argv[:1] == ["commands"]:
-        # Its own options (devtools/bench_commands.py), which imports this module.
-        from devtools import bench_commands
-
         return bench_commands.main(argv[1:])
     if argv[:1] == ["gate"]:
-        # The gate has its own options (devtools/bench_gate.py) and needs no server.
         return bench_gate.main(argv[1:])
     if argv[:1] == ["voice"]:
-        # Its own options and servers (devtools/bench_voice.py); imported here because
-        # it imports this module's helpers.
-        from devtools import bench_voice
-
         return bench_voice.main(argv[1:])
     args = parser.parse_args(argv)
 
@@ -818,18 +704,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bench == "overhead":
         if args.turns < 1:
             parser.error("--turns must be >= 1")
-        summary = _run_in_temp_dir("overhead", lambda tmp: async_overhead(args, tmp))
+        summary = run_in_temp_dir("overhead", lambda tmp: async_overhead(args, tmp))
     else:
         if not 2 <= args.commands <= len(COMMANDS):
             parser.error(f"--commands must be between 2 and {len(COMMANDS)}")
         wait_for_other_llm_servers()
         with LocalLlmServer(ctx=args.ctx) as server:
             progress(f"LLM server: {server.model} at {server.base_url}, n_ctx {args.ctx}")
-            summary = _run_in_temp_dir(
+            summary = run_in_temp_dir(
                 "prompt-cache", lambda tmp: async_prompt_cache(args, tmp, server)
             )
     progress(f"wall time: {time.monotonic() - started:.1f} s")
-    print(json.dumps(summary), flush=True)
+    print_summary(summary)
     return 0
 
 

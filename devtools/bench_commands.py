@@ -48,7 +48,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 import difflib
-import json
 import logging
 import math
 import os
@@ -64,7 +63,12 @@ import yaml
 from custom_components.majordome.const import CONF_MEMORY_EVERY, CONF_TEMPERATURE, CONF_TIMEOUT
 from custom_components.majordome.memory import Memory
 from custom_components.majordome.models import MajordomeConfigEntry
-from devtools import bench
+from devtools.bench_common import (
+    async_create_entry,
+    print_summary,
+    run_in_temp_dir,
+    wait_for_other_llm_servers,
+)
 from devtools.hass_runner import running_home_assistant
 from devtools.house import HELPER_DOMAINS, Device, Size, async_setup_house, house_devices
 from homeassistant.components import conversation
@@ -617,7 +621,7 @@ async def async_commands(
     async with running_home_assistant(config_dir) as hass:
         house = await async_setup_house(hass, HOUSE)
         _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
-        entry = await bench.async_create_entry(
+        entry = await async_create_entry(
             hass,
             url,
             model,
@@ -693,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
 
     def run(url: str, model: str, api_key: str | None) -> dict[str, Any]:
-        return bench._run_in_temp_dir(  # the benchmarks' shared helper
+        return run_in_temp_dir(
             "commands",
             lambda tmp: async_commands(
                 cases, tmp, url=url, model=model, api_key=api_key, timeout_s=args.timeout
@@ -705,12 +709,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(f"server: {model} at {args.url}")
         result = run(args.url, model, args.api_key)
     else:
-        bench.wait_for_other_llm_servers()
+        wait_for_other_llm_servers()
         with LocalLlmServer(ctx=args.ctx) as server:
             _report(f"LLM server: {server.model} at {server.base_url}, n_ctx {args.ctx}")
             result = run(server.base_url, server.model, None)
     _report(f"wall time: {time.monotonic() - started:.1f} s")
-    print(json.dumps(result), flush=True)
+    print_summary(result)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-import json
 from pathlib import Path
 import statistics
 import time
@@ -27,6 +26,7 @@ from custom_components.majordome.metacognition import (
     Verdict,
     screen_rules,
 )
+from devtools.bench_common import print_summary
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "gate.yaml"
 REPETITIONS = 200  # timed calls per item; the per-call mean is that item's time
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, yaml.YAMLError, CorpusError) as err:
         parser.error(str(err))
     _print_misses(misses)
-    print(json.dumps(summary))
+    print_summary(summary)
     return 0
 
 

@@ -112,11 +112,12 @@ from custom_components.majordome.const import (
 )
 from custom_components.majordome.memory import Onboarding
 from custom_components.majordome.models import MajordomeConfigEntry
-from devtools.bench import (
-    _run_in_temp_dir,
+from devtools.bench_common import (
     async_create_entry,
     percentile,
+    print_summary,
     progress,
+    run_in_temp_dir,
     wait_for_other_llm_servers,
 )
 from devtools.hass_runner import running_home_assistant
@@ -993,9 +994,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             llm_server = stack.enter_context(LocalLlmServer())
             progress(f"LLM server: {llm_server.model} at {llm_server.base_url}")
         servers = Servers(whisper, piper, llm_server)
-        summary = _run_in_temp_dir("voice", lambda tmp: async_voice(args, tmp, servers, speech))
+        summary = run_in_temp_dir("voice", lambda tmp: async_voice(args, tmp, servers, speech))
     progress(f"wall time: {time.monotonic() - started:.1f} s")
-    print(json.dumps(summary), flush=True)
+    print_summary(summary)
     return 0
 
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from devtools.bench import async_configure_agent
+from devtools.bench_common import async_configure_agent
 from devtools.hass_runner import running_home_assistant
 from devtools.house import async_setup_house
 from devtools.llm import LocalLlmServer

@@ -30,6 +30,7 @@ from devtools.bench_commands import (
 from devtools.hass_runner import REPO_ROOT
 from devtools.house import async_setup_house, house_devices
 from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
+from homeassistant.const import __version__ as HA_VERSION
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
@@ -365,7 +366,12 @@ async def test_command_line_against_a_server_url(
 
     assert proc.returncode == 0, err.decode()
     lines = out.decode().splitlines()
-    assert json.loads(lines[-1]) == {"bench": "commands", "passed": 1, "total": 2}
+    assert json.loads(lines[-1]) == {
+        "bench": "commands",
+        "passed": 1,
+        "total": 2,
+        "ha_version": HA_VERSION,  # each figure names the release it ran on
+    }
     assert "en: 1/1 passed" in lines
     assert "fr: 0/1 passed" in lines
     assert "server: scripted-model at" in err.decode()  # the first model listed
