@@ -9,9 +9,10 @@ minus the time waiting on the server), with a scripted server that answers at on
 and a house of >= 200 exposed entities.
 
 `prompt-cache`: the real embedded llama.cpp server, the same household commands sent
-(a) through Majordome and (b) laid out as Home Assistant 2025.4 lays out its prompt
-(time first in the system prompt, Assist's tools). Reports prompt reuse, time to first
-token and how often the first completion called the right tool on the right target.
+(a) through Majordome and (b) laid out as Home Assistant lays out its own prompt on the
+release it runs on (2025.4 opens it with the time; 2025.11+ keeps it stable and offers a
+GetDateTime tool), with Assist's tools. Reports prompt reuse, time to first token and
+how often the first completion called the right tool on the right target.
 
 Progress goes to stderr and the table to stdout; the last line of stdout is a JSON
 object with the result.
@@ -33,7 +34,7 @@ from typing import Any
 
 import openai
 
-from custom_components.majordome import prompt as majordome_prompt, tools as majordome_tools
+from custom_components.majordome import compat, prompt as majordome_prompt, tools as majordome_tools
 from custom_components.majordome.backend import StreamStats, async_stream_completion
 from custom_components.majordome.const import (
     CONF_MAX_TOKENS,
@@ -493,7 +494,7 @@ async def async_run_ha_layout(
     max_tokens: int,
     pause_s: float,
 ) -> list[TurnResult]:
-    """Layout (b): Home Assistant 2025.4's system prompt and Assist's tools, not executed."""
+    """Layout (b): Home Assistant's own system prompt and Assist's tools, not executed."""
     turns: list[TurnResult] = []
     conversation_id = ulid_util.ulid_now()
     for index, cmd in enumerate(commands):
@@ -501,7 +502,7 @@ async def async_run_ha_layout(
             conversation_id = ulid_util.ulid_now()
         await asyncio.sleep(pause_s)
         chat_log = ChatLog(hass, conversation_id)
-        user_input = conversation.ConversationInput(
+        user_input = compat.conversation_input(
             text=cmd.text,
             context=Context(),
             conversation_id=conversation_id,
@@ -509,7 +510,7 @@ async def async_run_ha_layout(
             language="en",
             agent_id="majordome-bench-ha-layout",
         )
-        await chat_log.async_update_llm_data(DOMAIN, user_input, llm.LLM_API_ASSIST, None)
+        await compat.async_provide_llm_data(chat_log, user_input, DOMAIN, llm.LLM_API_ASSIST)
         system = chat_log.content[0]
         assert chat_log.llm_api is not None
         assert isinstance(system, conversation.SystemContent)
@@ -539,7 +540,7 @@ async def async_run_ha_layout(
                     calls.append((call.tool_name, dict(call.tool_args)))
         except Exception as err:  # noqa: BLE001 - reported as a failed command
             error = str(err)
-        turn = TurnResult("ha-2025.4", cmd, stats, calls, reply="".join(reply), error=error)
+        turn = TurnResult("ha-layout", cmd, stats, calls, reply="".join(reply), error=error)
         turns.append(turn)
         print_turn(turn)
     return turns
@@ -620,7 +621,7 @@ async def async_prompt_cache(
     prompt_n = sum(t.first.prompt_n or 0 for t in later)
     ttft_ours = _median_ttft(ours.turns[1:])
     ttft_ha = _median_ttft(theirs[1:])
-    for layout, turns in (("ours", ours.turns), ("ha-2025.4", theirs)):
+    for layout, turns in (("ours", ours.turns), ("ha-layout", theirs)):
         failed = [t.command.text for t in turns if not t.passed]
         print(f"{layout}: {len(turns) - len(failed)}/{len(turns)} passed; failed: {failed}")
     changed = after_update.turns[0].first

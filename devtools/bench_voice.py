@@ -1,4 +1,4 @@
-"""Voice latency: end of speech -> first audio byte, HA 2025.4's pipeline vs Majordome's endpoint.
+"""Voice latency: end of speech -> first audio byte, HA's pipeline vs Majordome's endpoint.
 
     scripts/bench voice [--runs 5] [--ttft 0.3] [--token-delay 0.065] [--no-embedded]
 
@@ -6,9 +6,9 @@ One real Home Assistant core, real Wyoming servers on loopback (faster-whisper t
 for STT, piper en_US-joe-medium for TTS), the demo house and Majordome. The same spoken
 request (spoken by piper) goes, in the same run and in alternating order, to:
 
-(a) Home Assistant 2025.4's Assist pipeline (STT -> Majordome -> TTS) with HA's own
-    `wyoming` integration for both speech servers, as a voice satellite uses it: the
-    pipeline is fed 20 ms chunks at real-time pace, asks for the TTS output a Wyoming
+(a) Home Assistant's Assist pipeline (STT -> Majordome -> TTS; the release it runs on,
+    which streams TTS from 2025.6) with HA's own `wyoming` integration for both speech
+    servers, as a voice satellite uses it: the pipeline is fed 20 ms chunks at real-time pace, asks for the TTS output a Wyoming
     satellite asks for (wav, 16 kHz mono 16-bit), and the `tts-end` URL is then fetched
     over real HTTP from HA's server; first audio = the first body byte received.
 (b) Majordome's streaming voice websocket (/api/majordome/voice) over real HTTP with an
@@ -134,7 +134,7 @@ from homeassistant.components.assist_pipeline import (
     async_update_pipeline,
 )
 from homeassistant.components.tts.const import DATA_TTS_MANAGER
-from homeassistant.const import CONF_HOST, CONF_PORT
+from homeassistant.const import CONF_HOST, CONF_PORT, __version__ as HA_VERSION
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er
@@ -916,7 +916,7 @@ def summarize(
           f"{timing.token_delay_s} s per token)")  # fmt: skip
     print(f"{'':<34} {'median':>8} {'max':>8}")
     for label, runs in (
-        ("(a) HA 2025.4 pipeline", pipeline_runs),
+        (f"(a) HA {HA_VERSION} pipeline", pipeline_runs),
         ("(b) Majordome streaming endpoint", streaming_runs),
     ):
         values = [r.first_audio_s for r in runs]

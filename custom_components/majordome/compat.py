@@ -161,6 +161,35 @@ def llm_context(user_input: conversation.ConversationInput, domain: str) -> llm.
     return llm.LLMContext(**{k: v for k, v in values.items() if k in _LLM_CONTEXT_FIELDS})
 
 
+_INPUT_FIELDS = {f.name for f in dataclasses.fields(conversation.ConversationInput)}
+
+
+def conversation_input(**values: Any) -> conversation.ConversationInput:
+    """A ConversationInput from the fields this release has (`satellite_id`: 2025.10+)."""
+    values.setdefault("satellite_id", None)
+    return conversation.ConversationInput(
+        **{key: value for key, value in values.items() if key in _INPUT_FIELDS}
+    )
+
+
+async def async_provide_llm_data(
+    chat_log: conversation.ChatLog,
+    user_input: conversation.ConversationInput,
+    domain: str,
+    api_id: str | None,
+) -> None:
+    """Let Home Assistant build its own system prompt and tools into the chat log.
+
+    `async_provide_llm_data` from 2025.7 (and `async_update_llm_data` deprecated),
+    only `async_update_llm_data` before. (Majordome builds its own; the benchmarks
+    compare with Home Assistant's.)
+    """
+    if hasattr(chat_log, "async_provide_llm_data"):
+        await chat_log.async_provide_llm_data(llm_context(user_input, domain), api_id, None)
+    else:
+        await chat_log.async_update_llm_data(domain, user_input, api_id, None)
+
+
 _SESSION_TAKES_CONTEXT = (
     "context" in inspect.signature(chat_session.async_get_chat_session).parameters
 )
