@@ -30,6 +30,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 import pytest_socket
 
 from custom_components.majordome.const import EVENT_UTTERANCE_IGNORED
+from custom_components.majordome.memory import Onboarding
 from devtools.satellite import SPEAKER_RATE, SatelliteUnavailable, WyomingSatellite
 from devtools.scripted_server import ScriptedServer, text, tool_calls
 from devtools.voice_servers import (
@@ -233,6 +234,35 @@ async def test_spoken_command_through_the_satellite(
     if reply == LONG_REPLY:
         assert "house" in words(heard), heard  # its end too
     # (assist_satellite.test_sat stays "responding": 1.0.0 never sends `played`.)
+
+
+async def test_the_introduction_question_is_heard_through_the_satellite(
+    hass: HomeAssistant,
+    satellite: tuple[WyomingSatellite, str],
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    whisper_server: WhisperServer,
+) -> None:
+    """Asked once, after the reply: added by Majordome after the model's stream, it must
+    be streamed too, or a 2026.10 pipeline (which then speaks the deltas) never says it."""
+    sat, _ = satellite
+    entry.runtime_data.memory.update(onboarding=Onboarding.PENDING)
+    scripted.add(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), text(REPLY))
+
+    sat.trigger()
+    await async_wait_until(hass, sat, lambda: sat.played >= 1, "the answer played")
+
+    assert state(hass, KITCHEN) == "on", explain(hass, sat)
+    [spoken] = sat.spoken_texts()
+    assert spoken.startswith(REPLY), spoken
+    assert "household" in words(spoken), spoken
+    heard = await async_transcribe(
+        whisper_server.host,
+        whisper_server.port,
+        resample_pcm16(sat.speaker_audio(), SPEAKER_RATE, STT_RATE) + silence(0.5),
+    )
+    assert "kitchen" in words(heard), heard
+    assert "household" in words(heard), heard  # the question, after the reply
 
 
 async def test_hallucination_through_the_satellite_is_screened(
