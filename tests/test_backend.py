@@ -160,6 +160,21 @@ def test_text_call_bare_json() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "tools"),
+    [
+        ("HassTurnOn", ["intent__HassTurnOn", "llm__GetDateTime"]),  # 2026.9+ names
+        ("intent__HassTurnOn", ["HassTurnOn", "get_time"]),  # and the other way round
+    ],
+)
+def test_text_call_to_a_tool_by_its_other_name(written: str, tools: list[str]) -> None:
+    """A known tool's call may carry extra keys (a confidence, a comment): by any name."""
+    text = f'{{"name": "{written}", "arguments": {{"name": "kitchen"}}, "confidence": 0.9}}'
+    calls = tool_calls_in_text(text, tools)
+    assert calls is not None
+    assert [(call.tool_name, call.tool_args) for call in calls] == [(written, {"name": "kitchen"})]
+
+
 def test_text_call_gets_an_id() -> None:
     calls = tool_calls_in_text('{"name": "get_time", "arguments": {}}', TOOL_NAMES)
     assert calls is not None

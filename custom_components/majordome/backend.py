@@ -27,6 +27,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletio
 from homeassistant.components import conversation
 from homeassistant.helpers import llm
 
+from .compat import base_tool_name
 from .const import INVALID_ARGUMENTS_KEY, LOGGER
 
 
@@ -295,7 +296,8 @@ def tool_calls_in_text(text: str, tool_names: Iterable[str]) -> list[llm.ToolInp
     """
     body = _CODE_FENCE.sub("", _TOOL_CALL_TAGS.sub("\n", text).strip()).strip()
     decoder = json.JSONDecoder()
-    known = set(tool_names)
+    # By base name too: a model writes `HassTurnOn` where 2026.9+ has `intent__HassTurnOn`.
+    known = set(tool_names) | {base_tool_name(name) for name in tool_names}
     calls: list[llm.ToolInput] = []
     seen: set[tuple[str, str]] = set()
     position = 0
@@ -325,7 +327,7 @@ def _is_call(item: dict[str, Any], known: set[str]) -> bool:
     name = item.get("name")
     if not isinstance(name, str) or not name:
         return False
-    if name in known:
+    if name in known or base_tool_name(name) in known:
         return True
     arguments = item.get("arguments", item.get("parameters"))
     return isinstance(arguments, (dict, str)) and set(item) <= _CALL_KEYS
