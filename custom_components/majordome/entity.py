@@ -2,7 +2,8 @@
 
 metacognition (drop what was not meant for us) -> prompt (stable system prompt, memory
 last) -> tools (one llm.API) -> backend (a stream of deltas) -> the chat log runs the
-tool calls -> back to the model until it answers -> memory (onboarding, re-summary).
+tool calls -> back to the model until it answers -> onboarding (the introduction
+question, the re-summary of the dynamic memory).
 Every failure ends as a short sentence in the user's language, never as an exception
 into Home Assistant, and the history keeps its shape.
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
-import dataclasses
 from dataclasses import dataclass
+import functools
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, intent, translation
 from homeassistant.helpers.entity import Entity
 
-from . import backend, compat, memory, metacognition, prompt, tools
+from . import backend, compat, memory, metacognition, onboarding, prompt, tools
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
@@ -51,7 +52,6 @@ from .const import (
     EVENT_UTTERANCE_IGNORED,
     LLM_API_ASSIST,
     LOGGER,
-    MEMORY_TIMEOUT,
     SCREEN_TIMEOUT,
 )
 from .models import SPOKEN_INPUT, MajordomeConfigEntry, TurnTrace
@@ -73,6 +73,11 @@ class PreparedTurn:
     tools: list[dict[str, Any]]
     completion_args: dict[str, Any]
     turn_start: int  # index in the chat log where this turn's model output begins
+
+
+# Majordome's own answer where the model gave none: a sentence's translation key, or a
+# tool's ready sentence: ("done", "") after an action, ("", "It is 5 pm.") after the time.
+type OwnAnswer = tuple[str, str]
 
 
 class _Ignored(Exception):
@@ -121,7 +126,14 @@ class MajordomeEntity(Entity):
         response = intent.IntentResponse(language=user_input.language)
         try:
             self._screen_by_rules(user_input, chat_log, trace)
-            speech = await self._async_run_turn(user_input, chat_log, trace)
+            turn = await self._async_prepare(user_input, chat_log, trace)
+            await self._async_screen_with_model(user_input, chat_log, turn, trace)
+            if await self._async_read_introduction(user_input, chat_log, turn):
+                speech = await self._async_answer(user_input, chat_log, ("profile_saved", ""))
+            else:
+                answer = await self._async_tool_loop(user_input, chat_log, turn, trace)
+                speech = await self._async_answer(user_input, chat_log, answer)
+                speech = await self._async_remember(user_input, chat_log, turn, speech)
             response.async_set_speech(speech)
         except asyncio.CancelledError:
             # Home Assistant 2026.11 keeps a cancelled turn in its live chat log (and
@@ -133,71 +145,21 @@ class MajordomeEntity(Entity):
             # stays clean, and an empty speech makes the voice pipeline skip TTS.
             pass
         except Exception as err:  # noqa: BLE001 - HA must get an answer, never a traceback
-            key = _error_key(err)
-            trace.error = key
-            if isinstance(err, backend.BackendError | prompt.PromptError):
-                LOGGER.warning("Turn failed (%s): %s", key, err)
-            else:
-                LOGGER.exception("Unexpected error during a turn")
-            speech = await async_spoken_message(self.hass, user_input.language, key)
+            speech = await self._async_apologize(user_input, chat_log, err, trace, length_before)
             response.async_set_error(intent.IntentResponseErrorCode.UNKNOWN, speech)
-            # A turn that added messages (a tool ran) is stored as the question and
-            # the apology: its tool chatter would only weigh on every later prompt.
-            # A turn that added nothing is not stored at all: the history is as it was.
-            # Either way the apology streams, to be heard where the reply was.
-            added = len(chat_log.content) > length_before
-            del chat_log.content[length_before:]
-            await _async_say(chat_log, user_input.agent_id, speech)
-            if not added:
-                del chat_log.content[length_before:]
         finally:
-            trace.total_s = time.monotonic() - trace.started
-            LOGGER.debug(
-                "Turn: %.3fs total, %.3fs screening, %.3fs preparing, %d call(s) %s, %.3fs overhead",
-                trace.total_s,
-                trace.screen_s,
-                trace.prepare_s,
-                len(trace.completions),
-                [
-                    (round(s.first_token_s or 0, 3), round(s.total_s, 3), s.cache_n, s.prompt_n)
-                    for s in trace.completions
-                ],
-                trace.overhead_s,
-            )
+            _close_trace(trace)
         return conversation.ConversationResult(
             response=response,
             conversation_id=chat_log.conversation_id,
             continue_conversation=chat_log.continue_conversation,
         )
 
-    async def _async_run_turn(
+    async def _async_prepare(
         self,
         user_input: conversation.ConversationInput,
         chat_log: conversation.ChatLog,
         trace: TurnTrace,
-    ) -> str:
-        """Prepare, screen with the model if asked, run the tool loop, then remember."""
-        turn = await self._async_prepare(user_input, chat_log)
-        trace.prepare_s = time.monotonic() - trace.started - trace.screen_s
-        await self._async_screen_with_model(user_input, chat_log, turn, trace)
-
-        store = self.entry.runtime_data.memory
-        if store.memory.onboarding is memory.Onboarding.ASKED:
-            if (
-                profile := await self._async_read_introduction(user_input, chat_log, turn)
-            ) is not None:
-                store.update(profile=profile, onboarding=memory.Onboarding.DONE)
-                return await self._async_answer_for_the_model(user_input, chat_log, "profile_saved")
-            # Not answered (or answered elsewhere): the question is never asked again.
-            store.update(onboarding=memory.Onboarding.DISMISSED)
-
-        reply = await self._async_tool_loop(user_input, chat_log, turn, trace)
-        reply = await self._async_maybe_ask_introduction(user_input, chat_log, reply)
-        self._maybe_schedule_summary(user_input, turn)
-        return reply
-
-    async def _async_prepare(
-        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
     ) -> PreparedTurn:
         """Build the tools, the cache-stable system prompt and the messages."""
         options = self.options
@@ -221,7 +183,7 @@ class MajordomeEntity(Entity):
         chat_log.content[0] = conversation.SystemContent(content=system_prompt)
         tool_specs = tools.format_tools(api)
         url = self.entry.data[CONF_URL]
-        return PreparedTurn(
+        turn = PreparedTurn(
             messages=prompt.build_messages(
                 chat_log.content, int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
             ),
@@ -235,6 +197,8 @@ class MajordomeEntity(Entity):
             },
             turn_start=len(chat_log.content),
         )
+        trace.prepare_s = time.monotonic() - trace.started - trace.screen_s
+        return turn
 
     async def _async_tool_loop(
         self,
@@ -242,8 +206,12 @@ class MajordomeEntity(Entity):
         chat_log: conversation.ChatLog,
         turn: PreparedTurn,
         trace: TurnTrace,
-    ) -> str:
-        """Call the model, let the chat log run its tools, until it answers in words."""
+    ) -> str | OwnAnswer:
+        """Call the model, let the chat log run its tools, until it answers in words.
+
+        Its words, or what Majordome says for it when it falls silent, fails after a
+        tool or goes round in circles.
+        """
         max_iterations = int(self.options.get(CONF_MAX_ITERATIONS, DEFAULT_MAX_ITERATIONS))
         calls = 0
         trimmed = False
@@ -284,32 +252,60 @@ class MajordomeEntity(Entity):
                 if not answer:
                     raise
                 LOGGER.debug("Follow-up failed after a tool (%s): answering for the model", err)
-                return await self._async_answer_for_the_model(user_input, chat_log, *answer)
+                return answer
             if not chat_log.unresponded_tool_results:
                 break
             if _repeats_itself(chat_log, turn.turn_start):
                 # Small models loop on the same call; each lap grows the prompt.
                 LOGGER.debug("The model repeats its tool calls: ending the turn")
-                answer = _answer_for_silence(chat_log, turn.turn_start) or ("iteration_limit", "")
-                return await self._async_answer_for_the_model(user_input, chat_log, *answer)
+                return _answer_for_silence(chat_log, turn.turn_start) or ("iteration_limit", "")
         else:
             LOGGER.warning("Stopped after %d tool iterations", max_iterations)
-            return await self._async_answer_for_the_model(user_input, chat_log, "iteration_limit")
+            return ("iteration_limit", "")
 
         last = chat_log.content[-1]
         assert isinstance(last, conversation.AssistantContent)
         return last.content or ""
 
-    async def _async_answer_for_the_model(
+    async def _async_answer(
         self,
         user_input: conversation.ConversationInput,
         chat_log: conversation.ChatLog,
-        key: str,
-        speech: str = "",
+        answer: str | OwnAnswer,
     ) -> str:
-        """End the turn with one of our sentences (or a tool's) where the model gave none."""
+        """The model's words, already said; else one of our sentences (or a tool's), said now."""
+        if isinstance(answer, str):
+            return answer
+        key, speech = answer
         speech = speech or await async_spoken_message(self.hass, user_input.language, key)
         await _async_say(chat_log, user_input.agent_id, speech)
+        return speech
+
+    async def _async_apologize(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        err: Exception,
+        trace: TurnTrace,
+        length_before: int,
+    ) -> str:
+        """Log a failed turn, and say (and return) the short sentence that explains it."""
+        key = _error_key(err)
+        trace.error = key
+        if isinstance(err, backend.BackendError | prompt.PromptError):
+            LOGGER.warning("Turn failed (%s): %s", key, err)
+        else:
+            LOGGER.exception("Unexpected error during a turn")
+        speech = await async_spoken_message(self.hass, user_input.language, key)
+        # A turn that added messages (a tool ran) is stored as the question and
+        # the apology: its tool chatter would only weigh on every later prompt.
+        # A turn that added nothing is not stored at all: the history is as it was.
+        # Either way the apology streams, to be heard where the reply was.
+        added = len(chat_log.content) > length_before
+        del chat_log.content[length_before:]
+        await _async_say(chat_log, user_input.agent_id, speech)
+        if not added:
+            del chat_log.content[length_before:]
         return speech
 
     # --- Metacognition ------------------------------------------------------------
@@ -398,98 +394,35 @@ class MajordomeEntity(Entity):
         )
         raise _Ignored
 
-    # --- Memory -------------------------------------------------------------------
+    # --- Memory (onboarding.py) ---------------------------------------------------
 
     async def _async_read_introduction(
         self,
         user_input: conversation.ConversationInput,
         chat_log: conversation.ChatLog,
         turn: PreparedTurn,
-    ) -> str | None:
-        """Condense the answer to the introduction question into a profile, if it is one."""
-        store = self.entry.runtime_data.memory
-        if store.asked_in_conversation != chat_log.conversation_id:
-            return None
-        store.asked_in_conversation = None
-        try:
-            text = await backend.async_side_completion(
-                self.client,
-                model=turn.completion_args["model"],
-                messages=[*turn.messages[:-1], memory.condense_request(user_input.text)],
-                tools=None,  # see memory.py: offered tools, small models answer with a call
-                max_tokens=200,
-                time_limit=MEMORY_TIMEOUT,
-                extra_body=turn.completion_args["extra_body"],
-            )
-        except backend.BackendError as err:
-            LOGGER.warning("Could not condense the introduction (%s); answering normally", err)
-            return None
-        LOGGER.debug("The introduction condensed to %r", text[:300])
-        return memory.parse_memory_text(text)
+    ) -> bool:
+        """Whether this message answered the introduction question and became the profile."""
+        return await onboarding.async_read_introduction(
+            self.entry.runtime_data.memory, self.client, chat_log, user_input, turn
+        )
 
-    async def _async_maybe_ask_introduction(
-        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, reply: str
+    async def _async_remember(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: PreparedTurn,
+        reply: str,
     ) -> str:
-        """Once, while the profile is empty, end a reply with the introduction question.
-
-        Only people are asked (a user in the dialog, a voice satellite), never an
-        automation calling conversation.process.
-        """
+        """Ask the introduction question once; re-summarise the dynamic memory every N turns."""
         store = self.entry.runtime_data.memory
-        current = store.memory
-        from_person = user_input.device_id is not None or bool(
-            user_input.context and user_input.context.user_id
-        )
-        if (
-            current.onboarding is not memory.Onboarding.PENDING
-            or current.profile
-            or not from_person
-        ):
-            return reply
-        question = await async_spoken_message(self.hass, user_input.language, "introduction")
-        speech = f"{reply.rstrip()} {question}".strip()
-        answer = chat_log.content[-1]
-        assert isinstance(answer, conversation.AssistantContent)
-        await _async_say(chat_log, user_input.agent_id, question)
-        # Heard as two messages, kept as one: the reply and its question.
-        chat_log.content[-2:] = [dataclasses.replace(answer, content=speech)]
-        store.update(onboarding=memory.Onboarding.ASKED)
-        store.asked_in_conversation = chat_log.conversation_id
-        return speech
-
-    def _maybe_schedule_summary(
-        self, user_input: conversation.ConversationInput, turn: PreparedTurn
-    ) -> None:
-        """Every N user turns, re-summarise the dynamic memory in the background."""
-        store = self.entry.runtime_data.memory
-        if not store.summary_due(int(self.options.get(CONF_MEMORY_EVERY, DEFAULT_MEMORY_EVERY))):
-            return
-        store.summary_running = True
-        self.entry.async_create_background_task(
-            self.hass,
-            self._async_summarize(list(turn.messages), turn),
-            name=f"{DOMAIN}_memory_summary",
-        )
-
-    async def _async_summarize(self, messages: list[dict[str, Any]], turn: PreparedTurn) -> None:
-        """Replace the dynamic memory; on any failure keep the previous one."""
-        store = self.entry.runtime_data.memory
-        try:
-            text = await backend.async_side_completion(
-                self.client,
-                model=turn.completion_args["model"],
-                messages=[*messages, memory.summary_request(store.memory.dynamic)],
-                tools=None,  # see memory.py: offered tools, small models answer with a call
-                max_tokens=200,
-                time_limit=MEMORY_TIMEOUT,
-                extra_body=turn.completion_args["extra_body"],
-            )
-            if (dynamic := memory.parse_memory_text(text)) is not None:
-                store.update(dynamic=dynamic)
-        except backend.BackendError as err:
-            LOGGER.warning("Dynamic memory not updated (%s); the previous one is kept", err)
-        finally:
-            store.summary_running = False
+        if onboarding.introduction_due(store.memory, user_input):
+            question = await async_spoken_message(self.hass, user_input.language, "introduction")
+            say = functools.partial(_async_say, chat_log, user_input.agent_id)
+            reply = await onboarding.async_ask_introduction(store, chat_log, reply, question, say)
+        every = int(self.options.get(CONF_MEMORY_EVERY, DEFAULT_MEMORY_EVERY))
+        onboarding.maybe_schedule_summary(store, self.client, every, turn)
+        return reply
 
 
 async def _async_say(chat_log: conversation.ChatLog, agent_id: str, speech: str) -> None:
@@ -525,7 +458,7 @@ def _an_action_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> boo
     return False
 
 
-def _answer_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> tuple[str, str] | None:
+def _answer_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> OwnAnswer | None:
     """What to say for a model that gave no answer after its tools worked, if anything.
 
     ("done", "") after an action; ("", sentence) after one of Majordome's own queries,
@@ -545,7 +478,7 @@ def _answer_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> tuple
     return None
 
 
-def _answer_for_silence(chat_log: conversation.ChatLog, turn_start: int) -> tuple[str, str] | None:
+def _answer_for_silence(chat_log: conversation.ChatLog, turn_start: int) -> OwnAnswer | None:
     """What to say for a model that fell silent or went round in circles.
 
     What its tools did, as above; else, when the last tool refused (a temperature out
@@ -580,3 +513,20 @@ def _error_key(err: BaseException) -> str:
     if isinstance(err, prompt.PromptError):
         return "template_error"
     return str(backend.ErrorKind.UNKNOWN)
+
+
+def _close_trace(trace: TurnTrace) -> None:
+    """Note the turn's total time, and log where it went."""
+    trace.total_s = time.monotonic() - trace.started
+    LOGGER.debug(
+        "Turn: %.3fs total, %.3fs screening, %.3fs preparing, %d call(s) %s, %.3fs overhead",
+        trace.total_s,
+        trace.screen_s,
+        trace.prepare_s,
+        len(trace.completions),
+        [
+            (round(s.first_token_s or 0, 3), round(s.total_s, 3), s.cache_n, s.prompt_n)
+            for s in trace.completions
+        ],
+        trace.overhead_s,
+    )

@@ -5,11 +5,11 @@ listener reloads only when options change, so writing memory never reloads the a
 Every write is a synchronous read-modify-write of the entry (no await in between):
 two conversations writing at once cannot lose each other's change.
 
-The LLM work (condensing an introduction, re-summarising interests) is sent as the
-conversation so far plus one request, without tools: offered tools, the embedded 0.5B
-model answered in the tool-call format instead of writing the memory. It costs no cache:
-the memory it writes changes the end of the system prompt, so the next turn re-reads the
-tools (which chat templates put after the system text) either way.
+The LLM work (condensing an introduction, re-summarising interests: onboarding.py) is
+sent as the conversation so far plus one request, without tools: offered tools, the
+embedded 0.5B model answered in the tool-call format instead of writing the memory. It
+costs no cache: the memory it writes changes the end of the system prompt, so the next
+turn re-reads the tools (which chat templates put after the system text) either way.
 """
 
 from __future__ import annotations
