@@ -185,7 +185,10 @@ class ScriptedServer:
                 return response
             if count and reply.chunk_delay_s:
                 await asyncio.sleep(reply.chunk_delay_s)
-            await response.write(line.encode())
+            try:
+                await response.write(line.encode())
+            except ConnectionResetError:  # the client left (a cancelled turn): so do we
+                return response
         await response.write_eof()
         return response
 
