@@ -16,7 +16,12 @@ from pathlib import Path
 import shutil
 import sys
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    Page,
+    TimeoutError as PlaywrightTimeoutError,
+    async_playwright,
+)
 
 from devtools.child_process import ChildProcess, python_module
 from devtools.demo import CONNECTION_FILE, Connection
@@ -116,7 +121,26 @@ async def async_login(browser: Browser, connection: Connection, path: str = "/")
     await page.locator("input[name=password]").fill(connection.password)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
+    await async_frontend_loaded(page)
     return page
+
+
+async def async_frontend_loaded(page: Page) -> None:
+    """Wait until the frontend has left its "Loading…" screen for its main window.
+
+    It stays on that screen when one of the calls it starts with fails (on 2026.10
+    `get_services` fails when a component's module cannot be imported): say so, rather
+    than let a test wait for a button that never comes.
+    """
+    try:
+        await page.locator("home-assistant-main").wait_for(state="attached", timeout=60_000)
+    except PlaywrightTimeoutError as err:
+        await async_screenshot(page, "frontend-not-loaded")
+        raise AssertionError(
+            f"Home Assistant's frontend never loaded at {page.url} (screenshot:"
+            " frontend-not-loaded.png); what failed is in the demo's"
+            " config/home-assistant.log"
+        ) from err
 
 
 async def async_screenshot(page: Page, name: str) -> Path:

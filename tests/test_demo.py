@@ -1,16 +1,19 @@
 """The main job end to end: `scripts/demo`, `scripts/ask`, and the Assist chat in Chromium.
 
-One demo for the whole run (tests/conftest.py): a real Home Assistant 2025.4 with its
-frontend, set up through its own APIs, Majordome on the embedded model, Wyoming STT and
-TTS. The model is weak, so the browser tests check structure: Majordome's reply appears
-in the dialog, and the light it was asked to switch did switch, on the dashboard too.
+One demo for the whole run (tests/conftest.py): a real Home Assistant (the lane's: 2025.4
+or 2026.10) with its frontend, set up through its own APIs, Majordome on the embedded
+model, Wyoming STT and TTS. The model is weak, so the browser tests check structure:
+Majordome's reply appears in the dialog, and the light it was asked to switch did switch,
+on the dashboard too.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 import os
 from pathlib import Path
+import re
 import signal
 import subprocess
 import sys
@@ -34,10 +37,15 @@ from .browser_helpers import (
     chromium,
     start_demo,
 )
+from .helpers import TURN_ON_TOOL
 
 pytestmark = pytest.mark.real_llm
 
 KITCHEN = "light.kitchen_light"
+KITCHEN_AREA = "Kitchen"
+# The header's button: "Assist" (2025.4's frontend), "Assist (A)" with its shortcut
+# (2026.10's); not "Search Home Assistant" next to it.
+ASSIST_BUTTON = re.compile(r"^Assist\b")
 REPLY_TIMEOUT_MS = 300_000  # the embedded model on a loaded 2-core machine
 
 
@@ -127,7 +135,7 @@ def test_scripts_ask_streams_the_reply_and_the_change(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[tool] HassTurnOn" in result.stdout
+    assert f"[tool] {TURN_ON_TOOL}(" in result.stdout
     assert "States changed: Kitchen Light: off -> on" in result.stdout
     assert asyncio.run(async_state(demo.connection, KITCHEN)) == "on"
 
@@ -147,23 +155,85 @@ def test_scripts_ask_without_a_demo_says_how_to_start_one(tmp_path: Path) -> Non
 # --- the Assist dialog in Chromium ----------------------------------------------------
 
 
+# What shows an entity on a dashboard: a toggle row (the auto-generated Overview,
+# 2025.4's landing page) or a tile (an area's page of the Home dashboard, 2026.10's).
+ENTITY_CARDS = "hui-toggle-entity-row, hui-tile-card"
+
+
+async def async_open_dashboard(page: Page, area: str, entity_id: str) -> None:
+    """From the page the login landed on, show a dashboard with `entity_id` on it.
+
+    2025.4's frontend lands on the auto-generated Overview (/lovelace/0), every entity
+    in it; 2026.10's on the Home dashboard (/home/overview), whose area cards lead to
+    each area's devices.
+    """
+    await page.locator(f"{ENTITY_CARDS}, hui-area-card").first.wait_for()
+    if not await _async_shown_states(page, entity_id):
+        await page.locator("hui-area-card", has_text=area).first.click()
+        await page.locator(ENTITY_CARDS).first.wait_for()
+
+
 async def async_dashboard_switch(page: Page, entity_id: str) -> bool:
-    """Whether the dashboard's toggle row for `entity_id` shows it on."""
-    await page.locator("hui-toggle-entity-row").first.wait_for()
-    checked = await page.locator("hui-toggle-entity-row").evaluate_all(
-        """(rows, entityId) => rows
-            .filter(row => row._config && row._config.entity === entityId)
-            .map(row => row.shadowRoot.querySelector("ha-entity-toggle")
-                .shadowRoot.querySelector("ha-switch").checked)""",
+    """Whether the dashboard's toggle row or tile for `entity_id` shows it on."""
+    await page.locator(ENTITY_CARDS).first.wait_for()
+    shown = await _async_shown_states(page, entity_id)
+    assert len(shown) == 1, f"no single dashboard card for {entity_id}: {shown}"
+    return shown[0]
+
+
+async def _async_shown_states(page: Page, entity_id: str) -> list[bool]:
+    """Whether each card of the page for `entity_id` shows it on."""
+    shown = await page.locator(ENTITY_CARDS).evaluate_all(
+        """(cards, entityId) => cards
+            .filter(card => card._config && card._config.entity === entityId)
+            .map(card => card.localName === "hui-tile-card"
+                ? card.shadowRoot.querySelector("ha-tile-icon").dataset.state === "on"
+                : card.shadowRoot.querySelector("ha-entity-toggle")
+                    .shadowRoot.querySelector("ha-switch").checked)""",
         entity_id,
     )
-    assert len(checked) == 1, f"no single dashboard row for {entity_id}: {checked}"
-    return bool(checked[0])
+    return [bool(on) for on in shown]
 
 
-async def async_assist(page: Page, sentence: str, pipeline: str | None = None) -> str:
-    """Open the Assist dialog, pick a pipeline, type the sentence; Majordome's reply."""
-    await page.get_by_role("button", name="Assist").click()
+# The text a message of the dialog shows: 2025.4's puts it in the message itself;
+# 2026.10's renders it as markdown (ha-markdown, in its shadow root), after the
+# collapsed details of the tools the turn called (a message may hold only those).
+MESSAGE_TEXT = """message => {
+    const markdown = message.querySelector(":scope > ha-markdown");
+    if (markdown) {
+        const root = markdown.shadowRoot || markdown;
+        return [...root.children]
+            .filter(child => child.localName !== "style")
+            .map(child => child.innerText)
+            .join("\\n");
+    }
+    if (message.querySelector(":scope > .thinking-wrapper")) return "";
+    return message.innerText;
+}"""
+# Whether the turn is over: the dialog shows the greeting, the user's sentence, then
+# Majordome's messages, the last one "…" while the reply is written. A pipeline error
+# (HA's 5-minute timeout of a run) is a last message of class "error": 2025.4's frontend
+# writes it in the reply, 2026.10's after it, the reply keeping the tools' details.
+TURN_OVER = f"""chat => {{
+    const messages = [...(chat.shadowRoot || chat).querySelectorAll(".message")];
+    const last = messages[messages.length - 1];
+    if (messages.length < 3 || !last.classList.contains("hass")) return false;
+    const text = ({MESSAGE_TEXT})(last).trim();
+    return Boolean(text) && !text.endsWith("…");
+}}"""
+
+
+@dataclass
+class DialogReply:
+    """What the dialog ended the turn with: Majordome's reply, or an error of the run."""
+
+    text: str
+    error: bool
+
+
+async def async_assist(page: Page, sentence: str, pipeline: str | None = None) -> DialogReply:
+    """Open the Assist dialog, pick a pipeline, type the sentence; what the turn ends with."""
+    await page.get_by_role("button", name=ASSIST_BUTTON).click()
     dialog = page.locator("ha-voice-command-dialog")
     field = dialog.locator("ha-assist-chat input").first
     await field.wait_for()
@@ -175,17 +245,17 @@ async def async_assist(page: Page, sentence: str, pipeline: str | None = None) -
     await field.fill(sentence)
     await field.press("Enter")
     messages = dialog.locator("ha-assist-chat .message")
-    # The greeting, the user's sentence, then the reply: "…" while it is written.
-    reply = messages.nth(2)
-    await reply.wait_for(timeout=30_000)
+    await messages.nth(2).wait_for(timeout=30_000)
     await page.wait_for_function(
-        """el => !el.innerText.trim().endsWith("…")""",
-        arg=await reply.element_handle(),
+        TURN_OVER,
+        arg=await dialog.locator("ha-assist-chat").element_handle(),
         timeout=REPLY_TIMEOUT_MS,
     )
     assert "user" in (await messages.nth(1).get_attribute("class") or "")
-    assert "hass" in (await reply.get_attribute("class") or "")
-    return (await reply.inner_text()).strip()
+    last = messages.last
+    classes = (await last.get_attribute("class") or "").split()
+    assert "hass" in classes
+    return DialogReply(str(await last.evaluate(MESSAGE_TEXT)).strip(), "error" in classes)
 
 
 async def async_close_dialog(page: Page) -> None:
@@ -211,18 +281,21 @@ async def test_assist_dialog_in_chromium(socket_enabled: None, demo: RunningDemo
     await async_set_state(connection, KITCHEN, on=False)
     async with chromium() as browser:
         page = await async_login(browser, connection)
-        await page.wait_for_url("**/lovelace/**")
+        await async_open_dashboard(page, KITCHEN_AREA, KITCHEN)
         assert await async_dashboard_switch(page, KITCHEN) is False
 
-        reply = await async_assist(page, "turn on the kitchen light")
+        mark = len(demo.log)
+        answer = await async_assist(page, "turn on the kitchen light")
         await async_screenshot(page, "assist-en")
+        events = await async_last_run(demo, connection.pipeline_en)
 
+        assert not answer.error, _turn_report(answer, events, demo, mark)
+        reply = answer.text
         assert reply
         assert not reply.startswith("{")
         assert not reply.startswith("Sorry"), reply
         assert await async_state(connection, KITCHEN) == "on"
-        events = await async_last_run(demo, connection.pipeline_en)
-        assert "HassTurnOn" in _tool_calls(events)
+        assert TURN_ON_TOOL in _tool_calls(events)
         assert _intent_speech(events) == reply
         await async_close_dialog(page)
         for _ in range(50):  # the frontend applies the state_changed event it was pushed
@@ -244,10 +317,13 @@ async def test_assist_dialog_in_french(socket_enabled: None, demo: RunningDemo) 
     connection = demo.connection
     async with chromium() as browser:
         page = await async_login(browser, connection)
-        reply = await async_assist(page, "allume la lumière de la cuisine", PIPELINE_FR)
+        mark = len(demo.log)
+        answer = await async_assist(page, "allume la lumière de la cuisine", PIPELINE_FR)
         await async_screenshot(page, "assist-fr")
 
     events = await async_last_run(demo, connection.pipeline_fr)
+    assert not answer.error, _turn_report(answer, events, demo, mark)
+    reply = answer.text
     [intent_start] = [e["data"] for e in events if e["type"] == "intent-start"]
     assert intent_start["language"] == "fr"
     assert intent_start["engine"] == AGENT_ID
@@ -264,6 +340,24 @@ def _tool_calls(events: list[dict[str, Any]]) -> list[str]:
         if event["type"] == "intent-progress"
         for call in event["data"]["chat_log_delta"].get("tool_calls") or []
     ]
+
+
+def _turn_report(
+    answer: DialogReply, events: list[dict[str, Any]], demo: RunningDemo, mark: int
+) -> str:
+    """What a failed turn did: the dialog's message, the run's events, the demo's log."""
+    run = [
+        f"{e['timestamp'][11:19]} {e['type']}"
+        + "".join(f" {c['tool_name']}" for c in _delta(e).get("tool_calls") or [])
+        for e in events
+        if e["type"] != "intent-progress" or _delta(e).get("tool_calls") or _delta(e).get("role")
+    ]
+    log = "".join(demo.log[mark:][-40:])
+    return f"the dialog shows {answer.text!r}; the run: {run}; the demo logged:\n{log}"
+
+
+def _delta(event: dict[str, Any]) -> dict[str, Any]:
+    return dict(event.get("data", {}).get("chat_log_delta") or {})
 
 
 def _intent_speech(events: list[dict[str, Any]]) -> str:
