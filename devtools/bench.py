@@ -300,7 +300,7 @@ class Command:
         return any(self._accepts(name, args) for name, args in calls)
 
     def _accepts(self, tool: str, args: dict[str, Any]) -> bool:
-        if tool not in self.tools:
+        if compat.base_tool_name(tool) not in self.tools:  # intent__HassTurnOn on 2026.9+
             return False
         name = args.get("name")
         if isinstance(name, str) and name.strip().lower() in self.names:
