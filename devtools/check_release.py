@@ -5,7 +5,8 @@
 A real Home Assistant core (whatever release this venv has) with the demo house; a
 Majordome entry made through its own config flow, on a scripted OpenAI-compatible server
 on loopback; one turn through `conversation.async_converse` in which the model turns on
-the kitchen light, a second one asking the time, a third cancelled halfway and a fourth.
+the kitchen light, a second one asking the time, a third cancelled halfway, a fourth
+the server fails, and a fifth.
 Checks that the light changed, that the answers came back, that the history sent after
 the cancelled turn is well formed, and that Home Assistant logged no deprecation, warning
 or error about Majordome. The last line is JSON; exit 1 on
@@ -23,11 +24,11 @@ import sys
 import tempfile
 from typing import Any
 
-from custom_components.majordome import prompt
+from custom_components.majordome import compat, prompt
 from custom_components.majordome.const import DOMAIN
 from devtools.hass_runner import running_home_assistant
 from devtools.house import async_setup_house
-from devtools.scripted_server import ScriptedServer, text, tool_calls
+from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
 from homeassistant.components import conversation
 from homeassistant.const import __version__ as HA_VERSION
 from homeassistant.core import Context, HomeAssistant
@@ -39,6 +40,8 @@ MODEL = "scripted-model"
 
 # What Home Assistant says of every custom integration it loads: not about Majordome's code.
 _CUSTOM_NOTICE = "We found a custom integration majordome which has not been tested"
+# Majordome's own note of the turn this check makes fail on purpose.
+_EXPECTED_FAILURE = "Turn failed (server_error)"
 
 
 class _Collect(logging.Handler):
@@ -50,7 +53,8 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if (DOMAIN in record.name or DOMAIN in message.lower()) and _CUSTOM_NOTICE not in message:
+        expected = message.startswith(_EXPECTED_FAILURE) or _CUSTOM_NOTICE in message
+        if (DOMAIN in record.name or DOMAIN in message.lower()) and not expected:
             self.records.append(f"{record.levelname} {record.name}: {message}")
 
 
@@ -107,6 +111,14 @@ async def _async_check(config_dir: Path) -> dict[str, Any]:
             cancelled.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cancelled
+            # A turn that fails before any output (the server answers 500): the user
+            # hears an apology, which a live chat log keeps instead of its own
+            # "(no response)"; neither that note nor the cancelled turn's error is
+            # sent to the model next time.
+            server.add(Reply(status=500, error_message="model crashed"))
+            failed = await conversation.async_converse(
+                hass, "and the porch?", action.conversation_id, context, "en", entry_id
+            )
             server.add(text("Still here."))
             after = await conversation.async_converse(
                 hass, "are you there?", action.conversation_id, context, "en", entry_id
@@ -121,9 +133,13 @@ async def _async_check(config_dir: Path) -> dict[str, Any]:
                     result.response.speech["plain"]["speech"]
                     for result in (action, question, after)
                 ],
+                "failed_answer": failed.response.speech["plain"]["speech"],
                 "history_after_cancel": [m["role"] for m in history],
                 "history_well_formed": prompt.well_formed(history) == history
                 and "Noted" not in json.dumps(history),
+                "history_without_notes": not any(
+                    m["content"] in compat.TURN_NOTES for m in history
+                ),
                 "tools": tools,
                 "majordome_log": collected.records,
             }
@@ -133,9 +149,11 @@ async def _async_check(config_dir: Path) -> dict[str, Any]:
     result["ok"] = (
         result["light_on"]
         and result["answers"] == ["The light is on.", "It is late.", "Still here."]
+        and result["failed_answer"] not in ("", "(no response)")
         and result["history_well_formed"]
+        and result["history_without_notes"]
         and not result["majordome_log"]
-        and len(server.chat_requests) == 7
+        and len(server.chat_requests) == 8
     )
     return result
 

@@ -216,6 +216,21 @@ BUSY_ERRORS: tuple[type[Exception], ...] = tuple(
 )
 
 
+def chat_log_is_live(chat_log: conversation.ChatLog) -> bool:
+    """Whether the release keeps every turn in the chat log as it happens (2026.11+).
+
+    A live chat log is the one the user sees: a turn that failed before any output keeps
+    Majordome's apology there, or Home Assistant fills the gap with a note of its own.
+    """
+    return hasattr(chat_log, "turn_active")
+
+
+# What Home Assistant 2026.11+ writes into a live chat log for a turn that ended without
+# an answer: after no reply at all, and after a cancelled turn. Neither is the model's
+# nor the user's words; a small model shown them copies them.
+TURN_NOTES: frozenset[str] = frozenset({"(no response)", "Error: CancelledError"})
+
+
 # --- Devices ---------------------------------------------------------------------
 
 _DEVICE_MOVES = (

@@ -299,12 +299,14 @@ class MajordomeEntity(Entity):
         speech = await async_spoken_message(self.hass, user_input.language, key)
         # A turn that added messages (a tool ran) is stored as the question and
         # the apology: its tool chatter would only weigh on every later prompt.
-        # A turn that added nothing is not stored at all: the history is as it was.
+        # A turn that added nothing is not stored at all where the release allows
+        # it: the history is as it was. A live chat log keeps the apology the user
+        # heard (without it, Home Assistant would note "(no response)").
         # Either way the apology streams, to be heard where the reply was.
         added = len(chat_log.content) > length_before
         del chat_log.content[length_before:]
         await _async_say(chat_log, user_input.agent_id, speech)
-        if not added:
+        if not added and not compat.chat_log_is_live(chat_log):
             del chat_log.content[length_before:]
         return speech
 

@@ -132,7 +132,26 @@ def build_messages(
             cut = user_indexes[-max_history]
             LOGGER.debug("Trimming %d old messages from the history", cut)
             history = history[cut:]
-    return [to_message(system), *well_formed([to_message(item) for item in history])]
+    messages = without_turn_notes([to_message(item) for item in history])
+    return [to_message(system), *well_formed(messages)]
+
+
+def without_turn_notes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop Home Assistant's notes of unanswered turns, with the question they follow.
+
+    A live chat log (2026.11+) ends a turn that produced nothing with "(no response)",
+    and a cancelled one with its error: a question without its answer, and words a
+    small model repeats as its own next time.
+    """
+    kept: list[dict[str, Any]] = []
+    for message in messages:
+        note = message["content"] in compat.TURN_NOTES and not message.get("tool_calls")
+        if message["role"] == "assistant" and note:
+            if kept and kept[-1]["role"] == "user":
+                kept.pop()
+            continue
+        kept.append(message)
+    return kept
 
 
 def well_formed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
