@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+import contextlib
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from devtools.ports import free_port
 from homeassistant import bootstrap, config_entries, loader
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.core_config import async_process_ha_core_config
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.setup import async_setup_component
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,21 @@ def _prepare_config_dir(config_dir: Path) -> Path:
     return config_dir
 
 
+async def _async_confirm_http(hass: HomeAssistant) -> None:
+    """Confirm the HTTP settings, as a user does once the page answers.
+
+    Home Assistant 2026.10+ runs new HTTP settings on trial: unconfirmed, they are
+    reverted with a restart after 5 minutes, in the middle of a long benchmark.
+    """
+    try:
+        from homeassistant.components.http.config import async_get_and_load_store
+    except ImportError:
+        return
+    store = await async_get_and_load_store(hass)
+    with contextlib.suppress(HomeAssistantError):  # nothing pending: nothing on trial
+        await store.async_promote_pending()
+
+
 @asynccontextmanager
 async def running_home_assistant(
     config_dir: Path, core_config: Mapping[str, Any] | None = None
@@ -83,6 +100,7 @@ async def running_home_assistant(
         http = {"http": {"server_host": "127.0.0.1", "server_port": free_port()}}
         if not await async_setup_component(hass, "http", http):
             raise RuntimeError("Home Assistant failed to set up http")
+        await _async_confirm_http(hass)
         for domain in BASE_INTEGRATIONS:
             if not await async_setup_component(hass, domain, {}):
                 raise RuntimeError(f"Home Assistant failed to set up {domain}")
