@@ -33,6 +33,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--ctx", type=int, default=4096, help="context size (tokens)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="sampling seed of every request (fixed: repeatable)"
+    )
     return parser.parse_args(argv)
 
 
@@ -50,6 +53,9 @@ def _params(args: argparse.Namespace) -> xllamacpp.CommonParams:
     # The GGUF's Jinja chat template is what renders the `tools` list.
     params.use_jinja = True
     params.cache_prompt = True
+    # llama.cpp's default seed is random per request: the same prompt could be answered
+    # differently from one run to the next, even at a low temperature.
+    params.sampling.seed = args.seed
     return params
 
 

@@ -1,7 +1,8 @@
 """End to end on the embedded model: llama.cpp's server, Qwen2.5-Coder 0.5B, real HTTP.
 
 The model is weak, so these tests check structure (a tool was called, the state
-changed, the stream ended), not eloquence. Temperature 0 keeps them repeatable.
+changed, the stream ended), not eloquence. Temperature 0 and the server's fixed
+sampling seed (devtools/llm_server_main.py) keep them repeatable.
 The server starts once for the module; scripts/setup-llm installs it on first use.
 """
 
