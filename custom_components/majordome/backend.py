@@ -684,20 +684,31 @@ def _describe(err: BaseException, limit: float) -> str:
 
 
 class _CappedBody(httpx.AsyncByteStream):
-    """A response's body that ends at MAX_REPLY_BYTES instead of growing without end."""
+    """A response's body that ends at MAX_REPLY_BYTES instead of growing without end.
+
+    An iterator, not an async generator: one left unfinished (the reader stopped at
+    `[DONE]`) would be closed by a task of its own whenever it is collected.
+    """
 
     def __init__(self, body: httpx.AsyncByteStream) -> None:
         """Wrap the body as the client received it."""
         self._body = body
+        self._parts: AsyncIterator[bytes] | None = None
+        self._received = 0
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        """The body's bytes, up to the limit."""
-        received = 0
-        async for part in self._body:
-            received += len(part)
-            if received > MAX_REPLY_BYTES:
-                raise ReplyTooLargeError(f"the reply passed {MAX_REPLY_BYTES} bytes: cut there")
-            yield part
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Iterate over the body's bytes, up to the limit."""
+        self._parts = aiter(self._body)
+        return self
+
+    async def __anext__(self) -> bytes:
+        """The body's next bytes."""
+        assert self._parts is not None
+        part = await anext(self._parts)
+        self._received += len(part)
+        if self._received > MAX_REPLY_BYTES:
+            raise ReplyTooLargeError(f"the reply passed {MAX_REPLY_BYTES} bytes: cut there")
+        return part
 
     async def aclose(self) -> None:
         """Close the body."""
