@@ -1,17 +1,19 @@
 """A scripted OpenAI-compatible server on 127.0.0.1, for tests and benchmarks.
 
 Tests program it reply by reply (text streamed in pieces, tool calls whose arguments
-are split across chunks, parallel calls, HTTP errors, broken or slow streams, malformed
-chunks) and read back every request it received. The real `openai` client talks real
-HTTP to it, so the client's parsing and error handling are exercised as in production.
+are split across chunks, parallel calls, HTTP errors, broken, slow or endless streams,
+huge replies, malformed chunks, text that is not UTF-8) and read back every request it
+received. The real `openai` client talks real HTTP to it, so the client's parsing and
+error handling are exercised as in production.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+import itertools
 import json
 import time
 from typing import Any
@@ -30,8 +32,10 @@ class Reply:
     headers_delay_s: float = 0.0  # before the response starts
     chunk_delay_s: float = 0.0  # between chunks
     break_after: int | None = None  # drop the connection after this many chunks
-    raw_lines: list[str] | None = None  # send these SSE lines verbatim instead
+    raw_lines: list[str | bytes] | None = None  # send these SSE lines verbatim instead
     timings: dict[str, Any] | None = None  # llama.cpp-style, on the last chunk
+    forever: bool = False  # repeat the deltas without end, until the client leaves
+    encoding: str = "utf-8"  # of the streamed lines; another one sends its bytes raw
 
 
 def text(*pieces: str, chunk_delay_s: float = 0.0) -> Reply:
@@ -64,6 +68,24 @@ def tool_calls(*calls: tuple[str, dict[str, Any] | str], pieces: int = 3) -> Rep
     return Reply(deltas=deltas, finish_reason="tool_calls")
 
 
+def endless(*pieces: str, chunk_delay_s: float = 0.0) -> Reply:
+    """A streamed text that never ends: the pieces, over and over."""
+    return Reply(
+        deltas=[{"content": piece} for piece in pieces], chunk_delay_s=chunk_delay_s, forever=True
+    )
+
+
+def huge(total_bytes: int, piece_bytes: int = 64 * 1024) -> Reply:
+    """A streamed text of about `total_bytes`, in pieces of `piece_bytes`."""
+    piece = "x" * piece_bytes
+    return Reply(deltas=[{"content": piece}] * max(1, total_bytes // piece_bytes))
+
+
+def not_utf8(*pieces: str, encoding: str = "latin-1") -> Reply:
+    """A streamed text sent in another encoding than UTF-8: "café" in Latin-1, say."""
+    return Reply(deltas=[{"content": piece} for piece in pieces], encoding=encoding)
+
+
 def error(status: int, message: str = "scripted error") -> Reply:
     """An HTTP error with an OpenAI-style JSON body."""
     return Reply(status=status, error_message=message)
@@ -77,6 +99,7 @@ class Request:
     body: dict[str, Any]
     headers: dict[str, str]
     received: float
+    query: dict[str, str] = field(default_factory=dict)
 
 
 class ScriptedServer:
@@ -93,10 +116,13 @@ class ScriptedServer:
         # they take their replies from a queue of their own when it has any.
         self.side_replies: deque[Reply] = deque()
         self.requests: list[Request] = []
+        # Bytes each streamed reply sent, noted when it ended (or its client left).
+        self.streamed_bytes: list[int] = []
         self.models_status = 200
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._chat_seen = asyncio.Condition()
+        self._stream_ended = asyncio.Condition()
 
     @property
     def url(self) -> str:
@@ -116,6 +142,11 @@ class ScriptedServer:
         """Return once `count` chat-completions requests arrived (TimeoutError after)."""
         async with asyncio.timeout(timeout_s), self._chat_seen:
             await self._chat_seen.wait_for(lambda: len(self.chat_requests) >= count)
+
+    async def wait_for_streams_ended(self, count: int, timeout_s: float = 10.0) -> None:
+        """Return once `count` streamed replies ended or lost their client (TimeoutError after)."""
+        async with asyncio.timeout(timeout_s), self._stream_ended:
+            await self._stream_ended.wait_for(lambda: len(self.streamed_bytes) >= count)
 
     def add_side(self, *replies: Reply) -> None:
         """Queue replies for non-streamed requests, answered in order."""
@@ -146,7 +177,7 @@ class ScriptedServer:
         return None
 
     async def _models(self, request: web.Request) -> web.Response:
-        self.requests.append(Request(request.path, {}, dict(request.headers), time.monotonic()))
+        self.requests.append(_received(request, {}))
         if (denied := self._unauthorized(request)) is not None:
             return denied
         if self.models_status != 200:
@@ -157,7 +188,7 @@ class ScriptedServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(Request(request.path, body, dict(request.headers), time.monotonic()))
+        self.requests.append(_received(request, body))
         async with self._chat_seen:
             self._chat_seen.notify_all()
         if (denied := self._unauthorized(request)) is not None:
@@ -176,25 +207,50 @@ class ScriptedServer:
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        sent = [0]
+        try:
+            await self._stream(request, response, reply, body, sent)
+        finally:
+            self.streamed_bytes.append(sent[0])
+            async with self._stream_ended:
+                self._stream_ended.notify_all()
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        reply: Reply,
+        body: dict[str, Any],
+        sent: list[int],
+    ) -> None:
+        """Write the reply's lines (counting their bytes in `sent`), as programmed."""
         lines = reply.raw_lines if reply.raw_lines is not None else _sse_lines(reply, body)
         for count, line in enumerate(lines):
             if reply.break_after is not None and count >= reply.break_after:
                 # Drop the connection mid-body, as a crashing server would.
                 assert request.transport is not None
                 request.transport.close()
-                return response
+                return
             if count and reply.chunk_delay_s:
                 await asyncio.sleep(reply.chunk_delay_s)
+            data = line if isinstance(line, bytes) else line.encode(reply.encoding)
             try:
-                await response.write(line.encode())
+                await response.write(data)
             except ConnectionResetError:  # the client left (a cancelled turn): so do we
-                return response
+                return
+            sent[0] += len(data)
         await response.write_eof()
-        return response
 
 
-def _sse_lines(reply: Reply, body: dict[str, Any]) -> list[str]:
+def _received(request: web.Request, body: dict[str, Any]) -> Request:
+    return Request(request.path, body, dict(request.headers), time.monotonic(), dict(request.query))
+
+
+def _sse_lines(reply: Reply, body: dict[str, Any]) -> Iterator[str]:
     """Render a reply as server-sent events, as OpenAI and llama.cpp stream them."""
+    # Raw, in another encoding than UTF-8: "é" as its bytes there, not as \u00e9.
+    ascii_only = reply.encoding == "utf-8"
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         payload = {
@@ -205,14 +261,15 @@ def _sse_lines(reply: Reply, body: dict[str, Any]) -> list[str]:
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             **extra,
         }
-        return f"data: {json.dumps(payload)}\n\n"
+        return f"data: {json.dumps(payload, ensure_ascii=ascii_only)}\n\n"
 
-    lines = [chunk({"role": "assistant", "content": None})]
-    lines.extend(chunk(delta) for delta in reply.deltas)
+    yield chunk({"role": "assistant", "content": None})
+    if reply.forever:
+        yield from (chunk(delta) for delta in itertools.cycle(reply.deltas))
+    yield from (chunk(delta) for delta in reply.deltas)
     extra = {"timings": reply.timings} if reply.timings else {}
-    lines.append(chunk({}, reply.finish_reason, **extra))
-    lines.append("data: [DONE]\n\n")
-    return lines
+    yield chunk({}, reply.finish_reason, **extra)
+    yield "data: [DONE]\n\n"
 
 
 def _completion(reply: Reply, body: dict[str, Any]) -> dict[str, Any]:

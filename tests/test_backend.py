@@ -10,13 +10,19 @@ import openai
 import pytest
 
 from custom_components.majordome.backend import (
+    REDACTED,
+    EncodableStream,
     ErrorKind,
+    ReplyTooLargeError,
     ThinkFilter,
     cache_hints,
     classify_error,
+    encodable,
+    hide_secrets,
     parse_arguments,
     tool_calls_in_text,
     tool_input,
+    url_secrets,
 )
 from custom_components.majordome.const import INVALID_ARGUMENTS_KEY
 
@@ -142,6 +148,121 @@ def test_tool_input_keeps_unparsable_arguments_for_the_tool_layer() -> None:
     assert call.id == "call_1"
     assert call.tool_name == "HassTurnOn"
     assert call.tool_args == {INVALID_ARGUMENTS_KEY: "turn on kitchen"}
+
+
+# --- Text that UTF-8 can encode (a model's output must be storable) ----------------
+
+# As servers send it: every character past ASCII written as an escape.
+WITH_EMOJI = json.dumps({"fact": "Alice loves pizza 🍕 and crêpes", "tags": ["🎉", "fête"]})
+
+
+def _encodes(value: object) -> bool:
+    """Whether `value` can be written as UTF-8 JSON, as Home Assistant stores data."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def test_the_arguments_cut_anywhere_are_repaired_to_storable_text() -> None:
+    """The token limit cuts a call wherever: never half an emoji in what a tool stores."""
+    assert "\\ud83c\\udf55" in WITH_EMOJI
+    for end in range(len(WITH_EMOJI) + 1):
+        arguments = parse_arguments(WITH_EMOJI[:end])
+        assert arguments is None or _encodes(arguments), WITH_EMOJI[:end]
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        '{"fact": "Alice loves pizza \\ud83c',  # the emoji's first half, not its second
+        '{"fact": "Alice loves pizza \\ud83c\\u',
+        '{"fact": "Alice loves pizza \\ud83c\\udf',
+        '{"fact": "Alice loves pizza \\',
+        '{"fact": "Alice loves pizza \\u',
+        '{"fact": "Alice loves pizza \\ud8',
+    ],
+)
+def test_arguments_cut_inside_an_escape_keep_what_came_before(cut: str) -> None:
+    assert parse_arguments(cut) == {"fact": "Alice loves pizza "}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('{"fact": "a \\\\', {"fact": "a \\"}),  # an escaped backslash is not cut
+        ('{"fact": "caf\\u00e9', {"fact": "café"}),
+        ('{"fact": "\\ud83c\\udf55', {"fact": "🍕"}),
+        ('{"fact": "one\\ud83c two"}', {"fact": "one two"}),  # a lone half inside
+        ('{"\\udf55fact": "x"}', {"fact": "x"}),
+        ("{'fact': '\\ud83c'}", {"fact": ""}),  # a Python literal too
+        (json.dumps(json.dumps({"fact": "\ud83c"})), {"fact": ""}),
+    ],
+)
+def test_arguments_with_lone_halves_are_storable(raw: str, expected: dict) -> None:
+    assert parse_arguments(raw) == expected
+
+
+def test_unparsable_arguments_travel_storable() -> None:
+    call = tool_input("call_1", "remem\ud83cber", "not json \ud83c")
+    assert call.tool_name == "remember"
+    assert call.tool_args == {INVALID_ARGUMENTS_KEY: "not json "}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain", "plain"),
+        ("pizza 🍕", "pizza 🍕"),
+        ("pizza \ud83c", "pizza "),
+        ("\udf55 pizza", " pizza"),
+        ("pizza \ud83c\udf55", "pizza 🍕"),  # two halves as two code points: joined
+        ("a\ud83cb\udf55c", "abc"),
+    ],
+)
+def test_encodable(text: str, expected: str) -> None:
+    assert encodable(text) == expected
+    expected.encode("utf-8")
+
+
+def test_encodable_stream_joins_an_emoji_split_across_chunks() -> None:
+    stream = EncodableStream()
+    shown = [stream.feed(chunk) for chunk in ("Pizza \ud83c", "\udf55 time \ud83c", " done")]
+    assert shown == ["Pizza ", "🍕 time ", " done"]
+    assert "".join(shown).encode("utf-8")
+
+
+# --- Credentials in the server's URL ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("http://127.0.0.1:8080/v1", set()),
+        ("https://bob:hunter2@llm.example/v1", {"bob:hunter2", "hunter2"}),
+        ("https://sk-token-123@llm.example/v1", {"sk-token-123"}),
+        (
+            "https://bob:p%40ss%21@llm.example/v1",
+            {"bob:p%40ss%21", "p%40ss%21", "bob:p@ss!", "p@ss!"},
+        ),
+        (
+            "https://llm.example/v1?api_key=sk-query-77&v=1",
+            {"api_key=sk-query-77&v=1", "sk-query-77"},
+        ),
+    ],
+)
+def test_url_secrets(url: str, secrets: set[str]) -> None:
+    assert url_secrets(url) == secrets
+
+
+def test_hide_secrets() -> None:
+    secrets = url_secrets("https://bob:hunter2@llm.example/v1?api_key=sk-query-77")
+    text = "Client error for url 'https://bob:hunter2@llm.example/v1?api_key=sk-query-77/models'"
+    hidden = hide_secrets(text, secrets)
+    assert "hunter2" not in hidden
+    assert "sk-query-77" not in hidden
+    assert hidden == f"Client error for url 'https://{REDACTED}@llm.example/v1?{REDACTED}/models'"
 
 
 # --- tool_calls_in_text ----------------------------------------------------------
@@ -312,6 +433,8 @@ def _status_error(cls: type[openai.APIStatusError], status: int) -> openai.APISt
         (httpx.ConnectError("refused", request=REQUEST), ErrorKind.CANNOT_CONNECT),
         (httpx.RemoteProtocolError("incomplete chunked read"), ErrorKind.BROKEN_STREAM),
         (json.JSONDecodeError("Expecting value", "{not json", 1), ErrorKind.BROKEN_STREAM),
+        (ReplyTooLargeError("8 MiB"), ErrorKind.BROKEN_STREAM),
+        (UnicodeDecodeError("utf-8", b"caf\xe9", 3, 4, "invalid"), ErrorKind.BROKEN_STREAM),
         (ValueError("something else"), ErrorKind.UNKNOWN),
         (RuntimeError("something else"), ErrorKind.UNKNOWN),
     ],

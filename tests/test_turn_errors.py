@@ -10,19 +10,32 @@ import asyncio
 from collections.abc import Callable
 import json
 from pathlib import Path
+import time
 from typing import Any
 
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.majordome import prompt
+from custom_components.majordome.backend import MAX_REPLY_BYTES
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import CONF_TIMEOUT
+from custom_components.majordome.const import CONF_TIMEOUT, MEMORY_KEY
 from custom_components.majordome.tools import SPEECH_KEY
-from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
+from devtools.scripted_server import (
+    Reply,
+    ScriptedServer,
+    endless,
+    error,
+    huge,
+    not_utf8,
+    text,
+    tool_calls,
+)
+from homeassistant.auth.models import User
 from homeassistant.components import conversation
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.helpers import intent
+from homeassistant.helpers.json import json_bytes
 
 from .helpers import CLOCK_TOOL, TURN_ON_TOOL, agent_of, converse, speech, tool_results
 
@@ -291,6 +304,81 @@ async def test_timeout_in_french(
     assert_failed_with(hass, result, "timeout", "fr")
 
 
+# --- Deadlines for the whole request, a size for the reply ------------------------
+
+
+@pytest.mark.parametrize("entry_options", [{CONF_TIMEOUT: 1}], indirect=True)
+@pytest.mark.parametrize("language", [None, "fr"])
+async def test_a_slow_stream_ends_by_the_deadline(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, language: str | None
+) -> None:
+    """A chunk every 0.5 s never waits a whole second, but the reply is 7 s long."""
+    scripted.add(text(*["word "] * 14, chunk_delay_s=0.5))
+    started = time.monotonic()
+    result = await converse(hass, entry, "Tell me a long story", language=language)
+    elapsed = time.monotonic() - started
+    assert_failed_with(hass, result, "timeout", language or "en")
+    # The limit is 1 s for the whole reply (generous bound for a loaded machine).
+    assert elapsed < 4.0
+
+
+@pytest.mark.parametrize("entry_options", [{CONF_TIMEOUT: 1}], indirect=True)
+@pytest.mark.parametrize("language", [None, "fr"])
+async def test_an_endless_stream_ends(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, language: str | None
+) -> None:
+    scripted.add(endless("and ", "on ", chunk_delay_s=0.05))
+    async with asyncio.timeout(20):
+        result = await converse(hass, entry, "Count forever", language=language)
+    assert_failed_with(hass, result, "timeout", language or "en")
+    # The connection was closed: the server's endless stream stopped writing.
+    await scripted.wait_for_streams_ended(1)
+
+
+# Ten megabytes in 64 kB chunks, and in one line a server that ignores `stream`
+# might send (all of it would be buffered before any chunk is read).
+HUGE_REPLIES = {
+    "chunks": lambda: huge(10_000_000),
+    "one line": lambda: Reply(raw_lines=[b"data: " + b"x" * 10_000_000]),
+}
+
+
+@pytest.mark.parametrize("reply", list(HUGE_REPLIES))
+async def test_a_huge_reply_is_cut(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+    reply: str,
+) -> None:
+    await run_around_failure(
+        hass, entry, scripted, failing=[HUGE_REPLIES[reply]()], kind="broken_stream"
+    )
+    assert f"the reply passed {MAX_REPLY_BYTES} bytes" in caplog.text
+    assert "xxxxxxxx" not in json.dumps(scripted.chat_requests[-1])
+
+
+@pytest.mark.parametrize("language", [None, "fr"])
+async def test_a_reply_that_is_not_utf8_is_answered(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+    language: str | None,
+) -> None:
+    await run_around_failure(
+        hass,
+        entry,
+        scripted,
+        failing=[not_utf8("Un café, ", "PARTIAL s'il vous plaît.")],
+        kind="broken_stream",
+        language=language,
+    )
+    assert "not UTF-8" in caplog.text
+    assert "PARTIAL" not in json.dumps(scripted.chat_requests[-1])
+    assert not [record for record in caplog.records if record.exc_info]  # no traceback
+
+
 # --- Failure after a tool ran -----------------------------------------------------
 
 
@@ -432,6 +520,42 @@ async def test_repairable_arguments_run_the_tool(
     assert "error" not in tool_result
     call = scripted.chat_requests[-1]["messages"][-2]["tool_calls"][0]
     assert json.loads(call["function"]["arguments"]) == {"fact": "The cat is Miso"}
+
+
+async def test_a_cut_off_emoji_in_a_remembered_fact_breaks_nothing(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, hass_admin_user: User
+) -> None:
+    """The token limit cut the call after the first half of an emoji's escape.
+
+    The half once stayed in the stored fact: every later prompt failed to encode, and
+    Home Assistant could no longer save any config entry.
+    """
+    scripted.add(tool_calls(("remember", '{"fact": "Alice loves pizza \\ud83c')), text("Noted."))
+    result = await converse(hass, entry, "Remember that I love pizza", user=hass_admin_user)
+    assert speech(result).startswith("Noted.")  # then the introduction question
+    facts = entry.data[MEMORY_KEY]["facts"]
+    assert facts == ["Alice loves pizza"]
+    json_bytes(dict(entry.data))  # as Home Assistant saves config entries
+
+    scripted.add(text("Yes."))  # a new conversation, with the fact in its prompt
+    last = await converse(hass, entry, NEXT_USER, user=hass_admin_user)
+    assert speech(last).startswith("Yes.")
+    assert "Alice loves pizza" in scripted.chat_requests[-1]["messages"][0]["content"]
+
+
+async def test_lone_emoji_halves_in_the_reply_are_never_passed_on(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """Halves that belong together are joined across chunks; a lone one is dropped."""
+    scripted.add(text("Pizza \ud83c", "\udf55 for you", " \ud83c", "\udf89", " bye \udf55"))
+    deltas: list[dict[str, Any]] = []
+    result = await converse(hass, entry, "Pizza?", deltas=deltas)
+    assert speech(result) == "Pizza 🍕 for you 🎉 bye "
+    json_bytes(deltas)  # what a listener (the Assist dialog, a voice) is sent
+
+    scripted.add(text("Yes."))
+    await converse(hass, entry, NEXT_USER, result.conversation_id)
+    assert scripted.chat_requests[-1]["messages"][-2]["content"] == "Pizza 🍕 for you 🎉 bye "
 
 
 async def test_think_block_is_never_spoken_nor_stored(

@@ -4,6 +4,9 @@ Owns the client, model listing, and turning a chat-completions chunk stream into
 chat-log deltas, with the quirks of real servers and small local models handled here:
 tool-call arguments split across chunks, arguments that are not JSON, tool calls written
 as bare JSON in the text, `<think>` blocks, and servers' prompt-cache hints.
+What the server sends is held to a deadline for the whole request and a size, and every
+text passed on can be encoded as UTF-8 (and so stored as JSON); credentials written in
+the server's URL never reach a log.
 It knows nothing about Home Assistant entities or memory.
 """
 
@@ -11,14 +14,16 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 import json
+import logging
 import re
 import time
-from typing import Any
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlparse, urlsplit, urlunsplit
 
 import httpx
 import openai
@@ -28,7 +33,11 @@ from homeassistant.components import conversation
 from homeassistant.helpers import llm
 
 from .compat import base_tool_name
-from .const import INVALID_ARGUMENTS_KEY, LOGGER
+from .const import DEFAULT_TIMEOUT, INVALID_ARGUMENTS_KEY, LOGGER
+
+# A reply's size on the wire: 8192 tokens (the most an agent may ask for) of the
+# chattiest server's events fit four times over; a server streaming without end does not.
+MAX_REPLY_BYTES: Final = 8 * 1024 * 1024
 
 
 class ErrorKind(StrEnum):
@@ -52,6 +61,7 @@ class BackendError(Exception):
 
     def __init__(self, kind: ErrorKind, detail: str = "") -> None:
         """Keep the kind for the spoken answer and the detail for the log."""
+        detail = hide_secrets(detail)  # a server's error may echo the URL
         super().__init__(f"{kind}: {detail}" if detail else str(kind))
         self.kind = kind
         self.detail = detail
@@ -65,11 +75,18 @@ _CONTEXT_FULL = re.compile(
 )
 
 
+class ReplyTooLargeError(Exception):
+    """The server sent more than MAX_REPLY_BYTES: the reply was cut."""
+
+
 def classify_error(err: BaseException) -> ErrorKind:
     """Map a client exception to the kind of failure the user is told about."""
     # Order matters: APITimeoutError subclasses APIConnectionError.
     if isinstance(err, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
         return ErrorKind.TIMEOUT
+    if isinstance(err, ReplyTooLargeError | UnicodeDecodeError):
+        # Cut by us, or bytes that are not text: the answer did not come through whole.
+        return ErrorKind.BROKEN_STREAM
     if isinstance(err, openai.APIConnectionError | httpx.ConnectError):
         return ErrorKind.CANNOT_CONNECT
     if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
@@ -99,15 +116,19 @@ def create_client(
     """Create the client (blocking: it loads certificates, run it in the executor).
 
     No retries: a voice user waiting in silence is better served by a quick, clear
-    answer than by a backoff.
+    answer than by a backoff. A query in the URL (`?api_key=...`) goes with every
+    request, after the endpoint's path; the URL's credentials are hidden from the logs.
     """
+    hide_in_logs(url)
+    parts = urlsplit(url)
     return openai.AsyncOpenAI(
-        base_url=url,
+        base_url=urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
         # Local servers need no key, but the client insists on one.
         api_key=api_key or "no-key",
         http_client=http_client,
         timeout=timeout,
         max_retries=0,
+        default_query=dict(parse_qsl(parts.query, keep_blank_values=True)) or None,
     )
 
 
@@ -120,10 +141,78 @@ async def async_list_models(client: openai.AsyncOpenAI) -> list[str]:
     return sorted({model.id for model in page.data if model.id})
 
 
+# --- Credentials in the server's URL -------------------------------------------------
+
+REDACTED: Final = "**REDACTED**"
+_MIN_SECRET_CHARS = 4  # a shorter query value is not a secret (hiding it garbles logs)
+_SECRETS: set[str] = set()  # of every URL a client was made for, this run
+# The loggers that may write the URL: Majordome's, and the clients' (their debug logs
+# and the tracebacks of their errors, e.g. httpx's "Client error ... for url '...'").
+_LOGGERS = (LOGGER.name, "httpx", "httpx2", "openai", "openai._base_client")
+
+
 def public_url(url: str) -> str:
     """The server's URL as it may be shown (titles, logs): no user, password or query."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def url_secrets(url: str) -> set[str]:
+    """What in `url` is a secret: its user and password, its query's values.
+
+    As written and decoded; values too short to be secrets are left out.
+    """
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    secrets: set[str] = set()
+    if at and userinfo:
+        user, colon, password = userinfo.partition(":")
+        secrets |= {userinfo, password if colon else user}  # a lone user is a token
+    if parts.query:
+        secrets.add(parts.query)
+        secrets.update(value for _, value in parse_qsl(parts.query, keep_blank_values=True))
+    secrets |= {unquote(secret) for secret in secrets}
+    return {secret for secret in secrets if len(secret) >= _MIN_SECRET_CHARS}
+
+
+def hide_secrets(text: str, secrets: Iterable[str] | None = None) -> str:
+    """`text` with the secrets (by default those of every client's URL) replaced."""
+    for secret in sorted(_SECRETS if secrets is None else secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class _HideSecrets(logging.Filter):
+    """Replace the URLs' secrets in a record's message and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _SECRETS:
+            return True
+        with contextlib.suppress(Exception):  # a log call must never fail here
+            message = record.getMessage()
+            if (hidden := hide_secrets(message)) != message:
+                record.msg, record.args = hidden, None
+            if record.exc_info and record.exc_info[1] is not None:
+                trace = logging.Formatter().formatException(record.exc_info)
+                if (hidden := hide_secrets(trace)) != trace:
+                    # Formatters print exc_text as the traceback; it is kept hidden.
+                    record.exc_info, record.exc_text = None, hidden
+        return True
+
+
+_FILTER = _HideSecrets()
+
+
+def hide_in_logs(url: str) -> None:
+    """Hide the secrets of `url` in every log that may write it, from now on."""
+    if not (secrets := url_secrets(url)):
+        return
+    _SECRETS.update(secrets)
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
 
 
 def cache_hints(url: str, cache_key: str) -> dict[str, Any]:
@@ -148,6 +237,48 @@ class StreamStats:
     cache_n: int | None = None  # prompt tokens the server reused (llama.cpp)
     prompt_n: int | None = None  # prompt tokens it had to process
     finish_reason: str | None = None
+
+
+# --- Text that UTF-8 can encode ----------------------------------------------------
+
+
+def encodable(text: str) -> str:
+    r"""`text` as UTF-8 can encode it, and so JSON can store it.
+
+    Surrogate halves that belong together are joined, lone ones (a cut-off emoji,
+    `"\ud83d`) dropped.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "ignore")
+    return text
+
+
+def _encodable_value(value: Any) -> Any:
+    """A JSON value whose every string (keys too) UTF-8 can encode."""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, dict):
+        return {_encodable_value(key): _encodable_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable_value(item) for item in value]
+    return value
+
+
+class EncodableStream:
+    """Streamed text made encodable; an emoji's halves may come in two chunks."""
+
+    def __init__(self) -> None:
+        """Start with nothing held back."""
+        self._high = ""  # a first half waiting for its second
+
+    def feed(self, text: str) -> str:
+        """Take the next chunk and return it encodable, its last first half held back."""
+        text, self._high = self._high + text, ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self._high = text[:-1], text[-1]
+        return encodable(text)
 
 
 # --- <think> blocks --------------------------------------------------------------
@@ -241,25 +372,33 @@ def parse_arguments(raw: str | None) -> dict[str, Any] | None:
 
 
 def _as_arguments(value: Any) -> dict[str, Any] | None:
-    """Accept an object, or a JSON string that holds one (a common double encoding)."""
+    """Accept an object, or a JSON string that holds one (a common double encoding).
+
+    Its strings are made encodable: what a tool stores must be storable.
+    """
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
             return None
-    return value if isinstance(value, dict) else None
+    return _encodable_value(value) if isinstance(value, dict) else None
 
 
 def _close_brackets(text: str) -> str:
-    """Append the closing brackets a truncated JSON text is missing."""
+    r"""Append the closing brackets a truncated JSON text is missing.
+
+    A string cut inside an escape loses that escape: a lone backslash, a `\u` short
+    of its four digits, or the first half of an emoji (`\ud83d`) without its second.
+    """
     stack: list[str] = []
     in_string = escaped = False
-    for char in text:
+    escape_at = -1  # where the string's last escape began
+    for index, char in enumerate(text):
         if in_string:
             if escaped:
                 escaped = False
             elif char == "\\":
-                escaped = True
+                escaped, escape_at = True, index
             elif char == '"':
                 in_string = False
         elif char == '"':
@@ -268,14 +407,27 @@ def _close_brackets(text: str) -> str:
             stack.append("}" if char == "{" else "]")
         elif char in "}]" and stack:
             stack.pop()
+    if in_string and escape_at >= 0 and _cut_escape(text[escape_at + 1 :]):
+        text = text[:escape_at]
     return text + ('"' if in_string else "") + "".join(reversed(stack))
+
+
+def _cut_escape(escape: str) -> bool:
+    r"""Whether a string's text ending with `\` + `escape` ends inside an escape."""
+    if not escape:
+        return True
+    if escape[0] != "u" or len(escape) > 5:
+        return False
+    digits = escape[1:]
+    return len(digits) < 4 or "d800" <= digits.lower() < "dc00"
 
 
 def tool_input(tool_id: str | None, name: str, raw_arguments: str | None) -> llm.ToolInput:
     """Build a tool input; unparsable arguments travel along for the tool layer to refuse."""
+    name = encodable(name)
     arguments = parse_arguments(raw_arguments)
     if arguments is None:
-        arguments = {INVALID_ARGUMENTS_KEY: raw_arguments or ""}
+        arguments = {INVALID_ARGUMENTS_KEY: encodable(raw_arguments or "")}
     if tool_id:
         return llm.ToolInput(id=tool_id, tool_name=name, tool_args=arguments)
     return llm.ToolInput(tool_name=name, tool_args=arguments)
@@ -383,11 +535,14 @@ async def async_stream_completion(
     max_tokens: int,
     extra_body: dict[str, Any],
     stats: StreamStats,
+    time_limit: float | None = None,
 ) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
     """Stream one completion as chat-log deltas.
 
-    Raises BackendError for every failure, with what was received so far discarded
-    by the chat log (it only stores a message once the stream ends).
+    The whole request, from connecting to the stream's last byte, has `time_limit`
+    seconds (by default the client's timeout: the agent's option); the reply has
+    MAX_REPLY_BYTES. Raises BackendError for every failure, with what was received so
+    far discarded by the chat log (it only stores a message once the stream ends).
     """
     kwargs = _request(
         model=model,
@@ -399,13 +554,18 @@ async def async_stream_completion(
         stream=True,
     )
     tool_names = [tool["function"]["name"] for tool in tools or []]
+    limit = _time_limit(client) if time_limit is None else time_limit
+    deadline = asyncio.get_running_loop().time() + limit
 
     try:
-        stream = await client.chat.completions.create(**kwargs)
+        async with asyncio.timeout_at(deadline):
+            stream = await client.chat.completions.create(**kwargs)
     except Exception as err:  # every failure is classified
-        raise BackendError(classify_error(err), str(err)) from err
+        raise BackendError(classify_error(err), _describe(err, limit)) from err
+    _cap_body(stream.response)
 
     think = ThinkFilter()
+    text_stream = EncodableStream()
     pending: dict[Any, _PendingCall] = {}
     # A reply that opens like JSON may be a tool call written as text: hold it back.
     held_text: list[str] | None = None
@@ -413,7 +573,14 @@ async def async_stream_completion(
     streamed = False  # whether any text already went out
     yield {"role": "assistant"}
     try:
-        async for chunk in stream:
+        while True:
+            try:
+                # Each wait on the server ends by the request's deadline; the
+                # listeners' time between chunks is never cut short.
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                break
             _record_timings(chunk, stats)
             if not chunk.choices:
                 continue
@@ -433,7 +600,7 @@ async def async_stream_completion(
                 _mark_first_token(stats)
             if not delta.content:
                 continue
-            text = think.feed(delta.content)
+            text = think.feed(text_stream.feed(delta.content))
             if not text:
                 continue
             _mark_first_token(stats)
@@ -452,20 +619,22 @@ async def async_stream_completion(
         if kind is not ErrorKind.TIMEOUT:
             kind = ErrorKind.BROKEN_STREAM
         if streamed or not _server_error_event(err):
-            raise BackendError(kind, str(err)) from err
+            raise BackendError(kind, _describe(err, limit)) from err
         # llama.cpp's streaming tool-call parser sometimes gives up mid-stream
         # ("Invalid diff: now finding less tool calls!"); the same request without
         # streaming goes through another path. Nothing was delivered yet: ask again.
         LOGGER.warning("The server broke its stream (%s); asking again without streaming", err)
-        message = await _async_complete_once(client, kwargs, err, stats)
+        message = await _async_complete_once(client, kwargs, err, stats, deadline)
         pending = {
             index: _PendingCall(call.id, call.function.name, call.function.arguments)
             for index, call in enumerate(message.tool_calls or [])
         }
         think = ThinkFilter()
-        held_text = [think.feed(message.content or "")]
+        held_text = [think.feed(encodable(message.content or ""))]
     finally:
         stats.total_s = time.monotonic() - stats.started
+        with contextlib.suppress(Exception):  # the connection is not left to the collector
+            await stream.close()
 
     tail = think.flush()
     calls = [
@@ -497,6 +666,72 @@ async def async_stream_completion(
         raise BackendError(ErrorKind.EMPTY_REPLY, f"finish_reason={stats.finish_reason}")
 
 
+def _time_limit(client: openai.AsyncOpenAI) -> float:
+    """The client's timeout, as the limit of a whole request."""
+    timeout = client.timeout
+    if isinstance(timeout, int | float):
+        return float(timeout)
+    return float(getattr(timeout, "read", None) or DEFAULT_TIMEOUT)
+
+
+def _describe(err: BaseException, limit: float) -> str:
+    """What went wrong, for the log."""
+    if isinstance(err, TimeoutError):  # the request's deadline
+        return f"no complete reply within {limit:g} s"
+    if isinstance(err, UnicodeDecodeError):
+        return f"the server sent bytes that are not UTF-8 ({err})"
+    return str(err)
+
+
+class _CappedBody(httpx.AsyncByteStream):
+    """A response's body that ends at MAX_REPLY_BYTES instead of growing without end.
+
+    An iterator, not an async generator: one left unfinished (the reader stopped at
+    `[DONE]`) would be closed by a task of its own whenever it is collected.
+    """
+
+    def __init__(self, body: httpx.AsyncByteStream) -> None:
+        """Wrap the body as the client received it."""
+        self._body = body
+        self._parts: AsyncIterator[bytes] | None = None
+        self._received = 0
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Iterate over the body's bytes, up to the limit."""
+        self._parts = aiter(self._body)
+        return self
+
+    async def __anext__(self) -> bytes:
+        """The body's next bytes."""
+        assert self._parts is not None
+        part = await anext(self._parts)
+        self._received += len(part)
+        if self._received > MAX_REPLY_BYTES:
+            raise ReplyTooLargeError(f"the reply passed {MAX_REPLY_BYTES} bytes: cut there")
+        return part
+
+    async def aclose(self) -> None:
+        """Close the body."""
+        await self._body.aclose()
+
+
+def _cap_body(response: httpx.Response) -> None:
+    """Cut the body of `response`, not read yet, at MAX_REPLY_BYTES.
+
+    For a response of Home Assistant's shared httpx client (the one Majordome uses),
+    before the openai client reads it: read only as far as the limit, never held whole.
+    """
+    if isinstance(response.stream, httpx.AsyncByteStream):
+        response.stream = _CappedBody(response.stream)
+
+
+async def _async_complete(client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> Any:
+    """One non-streamed completion (the client's parse of it), its body capped too."""
+    async with client.chat.completions.with_streaming_response.create(**kwargs) as response:
+        _cap_body(response.http_response)
+        return await response.parse()
+
+
 def _server_error_event(err: BaseException) -> bool:
     """Whether the server itself sent an error inside a stream (not a network failure)."""
     return isinstance(err, openai.APIError) and not isinstance(
@@ -505,11 +740,19 @@ def _server_error_event(err: BaseException) -> bool:
 
 
 async def _async_complete_once(
-    client: openai.AsyncOpenAI, kwargs: dict[str, Any], first_error: Exception, stats: StreamStats
+    client: openai.AsyncOpenAI,
+    kwargs: dict[str, Any],
+    first_error: Exception,
+    stats: StreamStats,
+    deadline: float,
 ) -> ChatCompletionMessage:
-    """Ask again without streaming; a failure reports the broken stream."""
+    """Ask again without streaming, by the same deadline.
+
+    A failure reports the broken stream.
+    """
     try:
-        completion = await client.chat.completions.create(**{**kwargs, "stream": False})
+        async with asyncio.timeout_at(deadline):
+            completion: ChatCompletion = await _async_complete(client, {**kwargs, "stream": False})
         choice = completion.choices[0]
         stats.finish_reason = choice.finish_reason
         _record_timings(completion, stats)
@@ -560,9 +803,9 @@ async def async_side_completion(
     )
     try:
         async with asyncio.timeout(time_limit):
-            completion = await client.chat.completions.create(**kwargs)
+            completion = await _async_complete(client, kwargs)
     except Exception as err:  # every failure is classified
-        raise BackendError(classify_error(err), str(err)) from err
+        raise BackendError(classify_error(err), _describe(err, time_limit)) from err
     # A server that ignores stream=False sends events, which the client returns as text.
     if not getattr(completion, "choices", None):
         raise BackendError(ErrorKind.EMPTY_REPLY, "no choices in the response")
@@ -570,4 +813,4 @@ async def async_side_completion(
     if message.tool_calls and not message.content:
         names = ", ".join(call.function.name for call in message.tool_calls)
         raise BackendError(ErrorKind.EMPTY_REPLY, f"answered with a tool call ({names})")
-    return without_think(message.content or "").strip()
+    return encodable(without_think(message.content or "")).strip()
