@@ -223,6 +223,9 @@ async def test_credentials_in_the_url_never_reach_the_title(
     url = scripted.url.replace("http://", "http://alice:s3cret@") + "?token=abc"
     result = await start(hass)
     result = await configure(hass, result, {CONF_URL: url})
+    # The model step names the server too: never with its login.
+    assert result["step_id"] == "model"
+    assert "s3cret" not in str(result["description_placeholders"])
     result = await configure(hass, result, {CONF_MODEL: MODEL})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY

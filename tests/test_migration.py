@@ -56,12 +56,12 @@ VOICE_OPTIONS: dict[str, Any] = {
 }
 
 
-def stored_v1(url: str) -> MockConfigEntry:
+def stored_v1(url: str, title: str = TITLE) -> MockConfigEntry:
     """An entry as Majordome 0.1 stored it."""
     return MockConfigEntry(
         domain=DOMAIN,
         version=1,
-        title=TITLE,
+        title=title,
         data={CONF_URL: url, CONF_API_KEY: "sk-old", CONF_MODEL: MODEL, MEMORY_KEY: MEMORY},
         options={**AGENT_OPTIONS, **VOICE_OPTIONS},
         unique_id=f"{url}|{MODEL}",
@@ -152,6 +152,35 @@ async def test_v1_entry_becomes_a_server_with_its_agent(
         assert "You are Jeeves. Be brief." in system
         assert MEMORY["profile"] in system
         assert "Bob takes his coffee black" in system
+
+
+async def test_an_entity_id_that_spells_credentials_is_renamed(
+    hass: HomeAssistant, scripted: ScriptedServer
+) -> None:
+    """0.1 named its entity after "model (URL)": a URL's password was in the entity id."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    url = scripted.url.replace("http://", "http://bob:hunter2pass@")
+    entry = stored_v1(url, title=f"{MODEL} ({url})")
+    entry.add_to_hass(hass)
+    entities = er.async_get(hass)
+    old = entities.async_get_or_create(
+        conversation.DOMAIN,
+        DOMAIN,
+        entry.entry_id,
+        config_entry=entry,
+        suggested_object_id=entry.title,
+    )
+    assert "hunter2pass" in old.entity_id
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    [agent] = entry.subentries.values()
+    entity_id = entities.async_get_entity_id(conversation.DOMAIN, DOMAIN, agent.subentry_id)
+    assert entity_id is not None
+    assert "hunter2pass" not in entity_id
+    assert "bob" not in entity_id
+    assert "hunter2pass" not in agent.title
+    assert isinstance(conversation.async_get_agent(hass, entity_id), MajordomeConversationEntity)
 
 
 async def test_v1_entry_never_loaded_migrates_too(

@@ -317,7 +317,7 @@ class MajordomeConfigFlow(ConfigFlow, domain=DOMAIN):
             step_id="model",
             data_schema=_model_schema(self._models, None),
             errors=errors,
-            description_placeholders={"url": self._server[CONF_URL]},
+            description_placeholders={"url": public_url(self._server[CONF_URL])},
         )
 
     @staticmethod
@@ -451,7 +451,7 @@ class AgentSubentryFlow(ConfigSubentryFlow):
             step_id="model",
             data_schema=_model_schema(self._models, self._current.get(CONF_MODEL)),
             errors=errors,
-            description_placeholders={"url": self._get_entry().data[CONF_URL]},
+            description_placeholders={"url": public_url(self._get_entry().data[CONF_URL])},
         )
 
     async def async_step_agent(

@@ -38,7 +38,7 @@ CONNECT_TIMEOUT: Final = 10.0  # config flow and model listing
 MAJORDOME_API_ID: Final = "majordome"
 
 CONF_TIMEOUT: Final = "timeout"
-DEFAULT_TIMEOUT: Final = 60  # seconds without a byte from the server before giving up
+DEFAULT_TIMEOUT: Final = 120  # seconds for one whole reply of the server (connect and stream)
 
 # Tool arguments that could not be parsed travel under this key, so the tool layer
 # can answer the model with an error instead of calling the tool with garbage.

@@ -15,9 +15,10 @@ from homeassistant.config_entries import ConfigEntry, ConfigSubentry
 from homeassistant.const import CONF_MODEL, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.util import slugify
 
 from . import compat
-from .backend import public_url
+from .backend import public_url, url_secrets
 from .const import DOMAIN, HOUSEHOLD_OPTIONS, LOGGER, SUBENTRY_AGENT
 
 VERSION = 2
@@ -45,6 +46,7 @@ def migrate_to_agents(hass: HomeAssistant, entry: ConfigEntry) -> None:
         entities.async_update_entity(
             entity_id,
             config_subentry_id=subentry.subentry_id,
+            new_entity_id=_without_secrets(entities, entity_id, entry.data[CONF_URL], subentry),
             new_unique_id=subentry.subentry_id,
         )
     devices = dr.async_get(hass)
@@ -67,3 +69,22 @@ def migrate_to_agents(hass: HomeAssistant, entry: ConfigEntry) -> None:
         version=VERSION,
     )
     LOGGER.info("Majordome entry %s now has its agent as a subentry", entry.entry_id)
+
+
+def _without_secrets(
+    entities: er.EntityRegistry, entity_id: str, url: str, subentry: ConfigSubentry
+) -> str:
+    """The agent's entity id, or a new one if the old one spells the URL's credentials.
+
+    0.1 named the entity after its "model (URL)" title, so a URL with a password made an
+    entity id that shows it wherever entities are listed.
+    """
+    if not any(slugify(secret) in entity_id for secret in url_secrets(url)):
+        return entity_id
+    new_entity_id = entities.async_generate_entity_id(conversation.DOMAIN, slugify(subentry.title))
+    LOGGER.warning(
+        "The agent's entity id spelled its server's credentials: it is now %s (a voice "
+        "pipeline or an automation that named the old one needs the new one)",
+        new_entity_id,
+    )
+    return new_entity_id
