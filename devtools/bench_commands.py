@@ -366,7 +366,12 @@ class HouseReset:
 
     Devices keep their states in helpers, so the helpers are restored; thermostats
     first, since setting one may switch its heater, which the helpers then put back.
+    A thermostat switches its heater in a task of its own, possibly after the helpers
+    were looked at (and restoring its temperature sensor makes it look again), so the
+    reset goes round until a whole round finds nothing to restore: the house is settled.
     """
+
+    MAX_ROUNDS = 5  # a settled house needs 2 or 3; more means something keeps changing
 
     def __init__(self, hass: HomeAssistant, devices: Sequence[Device]) -> None:
         """Remember the helpers, the thermostats and what the devices look like."""
@@ -378,16 +383,34 @@ class HouseReset:
         self.initial = house_snapshot(hass, devices)
 
     async def async_reset(self) -> None:
-        """Restore what changed; raise RuntimeError if the house did not come back."""
-        ordered = sorted(self.saved.values(), key=lambda s: s.domain != "climate")
-        for old in ordered:
-            new = self.hass.states.get(old.entity_id)
-            if new is not None and new.state == old.state and new.attributes == old.attributes:
-                continue
-            await self._async_restore(old)
-        await self.hass.async_block_till_done()
+        """Restore what changed until nothing does; raise RuntimeError if it never settles."""
+        for _ in range(self.MAX_ROUNDS):
+            restored = False
+            for domains in (("climate",), HELPER_DOMAINS):
+                for old in self.saved.values():
+                    if old.domain in domains and self._differs(old):
+                        await self._async_restore(old)
+                        restored = True
+                await self.hass.async_block_till_done()
+            if not restored:
+                break
         if diff := changes(self.initial, house_snapshot(self.hass, self.devices)):
             raise RuntimeError(f"the house did not come back to its initial states: {diff}")
+        if restored:
+            raise RuntimeError(
+                f"the house did not settle in {self.MAX_ROUNDS} rounds of restoring it"
+            )
+
+    def _differs(self, old: State) -> bool:
+        new = self.hass.states.get(old.entity_id)
+        if new is None:
+            return False  # nothing to restore it on
+        if old.domain == "climate":  # what the reset sets; the rest follows the sensor
+            return (new.state, new.attributes.get("temperature")) != (
+                old.state,
+                old.attributes.get("temperature"),
+            )
+        return new.state != old.state or new.attributes != old.attributes
 
     async def _async_restore(self, old: State) -> None:
         target = {"entity_id": old.entity_id}

@@ -12,6 +12,7 @@ from datetime import datetime
 import json
 from pathlib import Path
 import sys
+from typing import Any
 
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -387,3 +388,37 @@ def test_command_line_rejects_a_bad_suite(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["commands", "--suite", str(suite), "--url", "http://127.0.0.1:9/v1"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("service", "data"),
+    [
+        ("set_hvac_mode", {"hvac_mode": "off"}),  # public case "Turn off the ... thermostat"
+        ("set_temperature", {"temperature": 25}),
+        ("set_temperature", {"temperature": 15}),
+    ],
+)
+async def test_reset_waits_for_the_heater_its_thermostat_switches(
+    hass: HomeAssistant, runner: CommandsRunner, service: str, data: dict[str, Any]
+) -> None:
+    """generic_thermostat switches its heater in a task of its own, after the restore.
+
+    Put back in heat mode at 20 °C with the room at 19 °C, the thermostat turns its heater
+    on once the reset has looked at it: the reset puts it back off, and checks that the
+    house stays settled, instead of aborting the bench after a correct answer.
+    """
+    thermostat, heater = "climate.thermostat_du_salon", "switch.radiateur_du_salon"
+    for _ in range(2):  # twice: the second time, the thermostat is already active
+        await hass.services.async_call(
+            "climate", service, {"entity_id": thermostat, **data}, blocking=True
+        )
+        await hass.async_block_till_done()
+
+        await runner.reset.async_reset()
+
+        state = hass.states.get(thermostat)
+        assert state is not None
+        assert (state.state, state.attributes["temperature"]) == ("heat", 20)
+        assert hass.states.is_state(heater, "off")
+        await hass.async_block_till_done()
+        assert hass.states.is_state(heater, "off")  # settled: nothing switched it back on
