@@ -22,6 +22,7 @@ from devtools.bench_commands import (
     PLACEHOLDERS,
     Case,
     CommandsRunner,
+    HouseReset,
     SuiteError,
     judge,
     load_suite,
@@ -395,7 +396,7 @@ def test_command_line_rejects_a_bad_suite(tmp_path: Path) -> None:
     [
         ("set_hvac_mode", {"hvac_mode": "off"}),  # public case "Turn off the ... thermostat"
         ("set_temperature", {"temperature": 25}),
-        ("set_temperature", {"temperature": 15}),
+        ("set_temperature", {"temperature": 19}),  # "Règle le thermostat du salon sur 19"
     ],
 )
 async def test_reset_waits_for_the_heater_its_thermostat_switches(
@@ -403,18 +404,23 @@ async def test_reset_waits_for_the_heater_its_thermostat_switches(
 ) -> None:
     """generic_thermostat switches its heater in a task of its own, after the restore.
 
-    Put back in heat mode at 20 °C with the room at 19 °C, the thermostat turns its heater
-    on once the reset has looked at it: the reset puts it back off, and checks that the
-    house stays settled, instead of aborting the bench after a correct answer.
+    The house starts as Home Assistant 2025.4 starts it: the thermostat heats at 20 °C in
+    a room at 19 °C, its heater off (it has not looked yet). Put back in that mode, it
+    turns the heater on once the reset has looked at it: the reset puts it back off and
+    checks that the house stays settled, instead of aborting the bench after a correct
+    answer.
     """
     thermostat, heater = "climate.thermostat_du_salon", "switch.radiateur_du_salon"
-    for _ in range(2):  # twice: the second time, the thermostat is already active
+    await hass.services.async_call("switch", "turn_off", {"entity_id": heater}, blocking=True)
+    await hass.async_block_till_done()
+    reset = HouseReset(hass, runner.devices)
+    for _ in range(2):  # twice: the second time, the thermostat is surely active
         await hass.services.async_call(
             "climate", service, {"entity_id": thermostat, **data}, blocking=True
         )
         await hass.async_block_till_done()
 
-        await runner.reset.async_reset()
+        await reset.async_reset()
 
         state = hass.states.get(thermostat)
         assert state is not None
