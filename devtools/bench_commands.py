@@ -2,6 +2,7 @@
 
     scripts/bench commands [--suite FILE] [--language en|fr] [--limit N] [--timeout S]
                            [--url URL [--model NAME] [--api-key KEY]] [--ctx 8192]
+    scripts/bench commands --agent builtin [--suite FILE] ...
 
 Each case of the suite is one sentence sent to Majordome in a fresh conversation, on
 the demo house (devtools/house.py) put back in its initial states first, so cases are
@@ -9,7 +10,8 @@ independent. One uncounted "Hello" turn comes first: the server reads the prompt
 outside any case's timeout. By default the model is the embedded llama.cpp server;
 `--url` runs the suite against any other OpenAI-compatible server instead (`--model`:
 the first one the server lists when not given; `--api-key` or $OPENAI_API_KEY when it
-needs a key).
+needs a key). `--agent builtin` runs the suite on Home Assistant's own agent
+(sentence matching, no model): the reference that checks a suite is achievable.
 
 Suite format (YAML): a list of cases, each with
 
@@ -19,7 +21,16 @@ Suite format (YAML): a list of cases, each with
       light.kitchen_light: "on"
     expect_in_answer: ["21.5", "21,5"]   # ... or: any one of these in the reply
 
-and nothing else. `expect_in_answer` is case-insensitive. Two optional extensions:
+and optionally `category`: command (the default with expect_states), paraphrase,
+follow-up, question (the default with expect_in_answer) or refusal; results are
+reported per category and language. `expect_in_answer` is case-insensitive. Extensions:
+
+- `say` may be a list of up to 3 turns said in the same conversation ("and the bedroom
+  too" after a first command): the states are judged after the last turn, against the
+  house before the first; the reply judged is the last one.
+- a refusal (`category: refusal`, with `expect_states`) passes only when nothing
+  changed AND the reply says it was not done: one of the phrases of its language in
+  benchmarks/refusals.yaml. Doing nothing in silence, or saying "Done", fails.
 
 - in `expect_states`, a value may be a mapping instead of a state: `state` (optional)
   and attributes, numbers compared within 2 %: `brightness` (0-255) or `brightness_pct`
@@ -37,7 +48,11 @@ is not "turn on the kitchen light", and a question changes nothing. (A thermosta
 heater switch may follow its thermostat.)
 
 Per case: a PASS/FAIL row on stdout; the reply, the state changes and what failed on
-stderr. The last line of stdout is {"bench": "commands", "passed": P, "total": T}.
+stderr; then a table of success per category and language with the median seconds per
+case. The last line of stdout is {"bench": "commands", "agent": "majordome"|"builtin",
+"passed": P, "total": T, "median_s": S, "categories": {NAME: {"passed", "total",
+"median_s", "by_language": {LANG: {"passed", "total"}}}}, "languages": {LANG: {"passed",
+"total", "median_s"}}, "ha_version": V}.
 """
 
 from __future__ import annotations
@@ -53,6 +68,7 @@ import math
 import os
 from pathlib import Path
 import re
+import statistics
 import sys
 import time
 from typing import Any
@@ -73,6 +89,7 @@ from devtools.hass_runner import running_home_assistant
 from devtools.house import HELPER_DOMAINS, Device, Size, async_setup_house, house_devices
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant, State
+from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 
 LOG = logging.getLogger("devtools.bench_commands")
@@ -81,7 +98,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SUITE = REPO_ROOT / "benchmarks" / "commands.yaml"
 HOUSE: Size = "demo"
 LANGUAGES = ("en", "fr")
-CASE_KEYS = frozenset({"say", "language", "expect_states", "expect_in_answer"})
+AGENTS = ("majordome", "builtin")
+CASE_KEYS = frozenset({"say", "language", "category", "expect_states", "expect_in_answer"})
+CATEGORIES = ("command", "paraphrase", "follow-up", "question", "refusal")
+MAX_TURNS = 3  # `say` as a list: the turns of one conversation
+DEFAULT_REFUSALS = REPO_ROOT / "benchmarks" / "refusals.yaml"
 DEFAULT_TIMEOUT_S = 180.0
 WARMUP_TIMEOUT_S = 600.0  # the first prompt, read cold
 RELATIVE_TOLERANCE = 0.02  # numbers in expect_states: within 2 % (of at least 1)
@@ -167,13 +188,19 @@ class Expectation:
 
 @dataclass(frozen=True)
 class Case:
-    """One request of the suite."""
+    """One request of the suite: one turn, or a few in the same conversation."""
 
     number: int  # 1-based position in the file
-    say: str
+    turns: tuple[str, ...]
     language: str
     expect_states: tuple[Expectation, ...] | None = None
     expect_in_answer: tuple[str, ...] | None = None
+    category: str = "command"
+
+    @property
+    def say(self) -> str:
+        """The turns as one line."""
+        return " / ".join(self.turns)
 
 
 def load_suite(path: Path, devices: Sequence[Device] | None = None) -> list[Case]:
@@ -201,8 +228,8 @@ def load_suite(path: Path, devices: Sequence[Device] | None = None) -> list[Case
         case = _parse_case(number, raw, by_id, case_problems)
         if case_problems:
             label = f"case {number}"
-            if isinstance(raw, dict) and isinstance(raw.get("say"), str):
-                label += f" ({raw['say'][:50]!r})"
+            if isinstance(raw, dict) and isinstance(raw.get("say"), str | list):
+                label += f" ({str(raw['say'])[:50]!r})"
             problems.extend(f"{path}: {label}: {problem}" for problem in case_problems)
         elif case is not None:
             cases.append(case)
@@ -219,9 +246,7 @@ def _parse_case(
         return None
     if unknown := sorted(set(raw) - CASE_KEYS):
         problems.append(f"unknown key(s) {unknown}; a case has {sorted(CASE_KEYS)}")
-    say = raw.get("say")
-    if not isinstance(say, str) or not say.strip():
-        problems.append("missing `say` (the sentence)")
+    turns = _parse_turns(raw.get("say"), problems)
     language = raw.get("language")
     if language not in LANGUAGES:
         problems.append(f"`language` must be one of {list(LANGUAGES)}, not {language!r}")
@@ -233,11 +258,33 @@ def _parse_case(
         )
     states = _parse_states(raw["expect_states"], devices, problems) if has_states else None
     answer = _parse_answer(raw["expect_in_answer"], problems) if has_answer else None
+    category = raw.get("category")
+    if category is None:  # what the expectation says it is
+        category = "question" if has_answer else "command"
+    elif category not in CATEGORIES:
+        problems.append(f"`category` must be one of {list(CATEGORIES)}, not {category!r}")
+    elif category == "refusal" and not has_states:
+        problems.append("a refusal needs `expect_states` (what must stay as it was)")
     if problems:
         return None
-    assert isinstance(say, str)
     assert isinstance(language, str)
-    return Case(number, say.strip(), language, states, answer)
+    return Case(number, turns, language, states, answer, category)
+
+
+def _parse_turns(raw: Any, problems: list[str]) -> tuple[str, ...]:
+    """`say`: a sentence, or a list of the sentences of one conversation."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(turn, str) and turn.strip() for turn in raw)
+    ):
+        problems.append("missing `say` (the sentence, or a list of the turns)")
+        return ()
+    if len(raw) > MAX_TURNS:
+        problems.append(f"`say`: at most {MAX_TURNS} turns, not {len(raw)}")
+    return tuple(turn.strip() for turn in raw)
 
 
 def _parse_states(
@@ -317,6 +364,30 @@ def _number(text: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def load_refusals(path: Path = DEFAULT_REFUSALS) -> dict[str, tuple[str, ...]]:
+    """The phrases a refusal's reply must hold one of, per language (benchmarks/refusals.yaml)."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            data = yaml.load(file, Loader=yaml.BaseLoader)
+    except (OSError, yaml.YAMLError) as err:
+        raise SuiteError(f"{path}: cannot read the refusal phrases: {err}") from err
+    if not isinstance(data, dict) or set(data) != set(LANGUAGES):
+        raise SuiteError(f"{path}: expected a list of phrases for each of {list(LANGUAGES)}")
+    phrases: dict[str, tuple[str, ...]] = {}
+    for language, items in data.items():
+        if not isinstance(items, list) or not all(
+            isinstance(item, str) and item.strip() for item in items
+        ):
+            raise SuiteError(f"{path}: {language}: expected a non-empty list of phrases")
+        phrases[language] = tuple(_folded(item) for item in items)
+    return phrases
+
+
+def _folded(text: str) -> str:
+    """Case-insensitive, with typographic apostrophes read as straight ones."""
+    return text.replace("\u2019", "'").replace("\u02bc", "'").casefold().strip()
 
 
 # --- The house: what it is, what changed, back to the start ---------------------------
@@ -458,11 +529,21 @@ def judge(
     reply: str,
     moments: Sequence[datetime],
     error: str | None = None,
+    refusals: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
-    """Return why the case failed; an empty list when it passed."""
+    """Return why the case failed; an empty list when it passed.
+
+    A refusal also needs its reply to say so: one of the phrases of its language
+    (`refusals`, by default benchmarks/refusals.yaml).
+    """
     problems = []
     if error:
         problems.append(f"the turn failed: {error}")
+    if case.category == "refusal":
+        phrases = (refusals if refusals is not None else load_refusals())[case.language]
+        folded_reply = _folded(reply)
+        if not any(_folded(phrase) in folded_reply for phrase in phrases):
+            problems.append("the reply does not say it was not done (no refusal phrase)")
     expected_ids = set()
     for expectation in case.expect_states or ():
         expected_ids.add(expectation.entity_id)
@@ -519,22 +600,29 @@ def _report(message: str) -> None:
 
 
 class CommandsRunner:
-    """Runs cases on a house that async_setup_house built, with one Majordome entry."""
+    """Runs cases on a house that async_setup_house built.
+
+    The agent is one Majordome entry, or with `entry=None` Home Assistant's built-in
+    agent (sentence matching, no model): the reference a suite is checked against.
+    """
 
     def __init__(
         self,
         hass: HomeAssistant,
-        entry: MajordomeConfigEntry,
+        entry: MajordomeConfigEntry | None,
         devices: Sequence[Device],
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        refusals: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Remember the house's initial states and the entry's memory as they are now."""
         self.hass = hass
         self.entry = entry
+        self.agent_id = conversation.HOME_ASSISTANT_AGENT if entry is None else entry.entry_id
         self.devices = tuple(devices)
         self.timeout_s = timeout_s
+        self.refusals = load_refusals() if refusals is None else refusals
         self.reset = HouseReset(hass, devices)
-        self.memory: Memory = entry.runtime_data.memory.memory
+        self.memory: Memory | None = None if entry is None else entry.runtime_data.memory.memory
 
     async def async_run(
         self, cases: Sequence[Case], report: Callable[[str], None] = _report
@@ -568,7 +656,7 @@ class CommandsRunner:
         try:
             async with asyncio.timeout(max(timeout_s, self.timeout_s)):
                 await conversation.async_converse(
-                    self.hass, say, None, Context(), language="en", agent_id=self.entry.entry_id
+                    self.hass, say, None, Context(), language="en", agent_id=self.agent_id
                 )
         except TimeoutError:
             _report(f"warm-up: no answer within {max(timeout_s, self.timeout_s):g} s")
@@ -576,44 +664,109 @@ class CommandsRunner:
             _report(f"warm-up turn (not counted): {time.monotonic() - started:.1f} s")
 
     async def async_run_case(self, case: Case) -> CaseResult:
-        """One case: reset the house and memory, one turn in a new conversation, judge."""
+        """One case: reset the house and memory, its turns in a new conversation, judge.
+
+        The states are judged after the last turn, against the house before the first;
+        the reply judged is the last one. Each turn has the case's timeout.
+        """
         await self.reset.async_reset()
-        store = self.entry.runtime_data.memory
-        if store.memory != self.memory:  # a `remember` call of an earlier case
-            store.update(**asdict(self.memory))
+        if self.entry is not None and self.memory is not None:
+            store = self.entry.runtime_data.memory
+            if store.memory != self.memory:  # a `remember` call of an earlier case
+                store.update(**asdict(self.memory))
         before = house_snapshot(self.hass, self.devices)
         moments = [dt_util.now()]
         started = time.monotonic()
-        reply, error = "", None
-        self.entry.runtime_data.last_turn = None
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await conversation.async_converse(
-                    self.hass, case.say, None, Context(),
-                    language=case.language, agent_id=self.entry.entry_id,
-                )  # fmt: skip
-            reply = str(result.response.speech.get("plain", {}).get("speech", ""))
-            trace = self.entry.runtime_data.last_turn
-            error = trace.error if trace is not None else None
-        except TimeoutError:
-            error = f"no answer within {self.timeout_s:g} s"
+        reply, error, conversation_id = "", None, None
+        for turn in case.turns:
+            reply, error, conversation_id = await self._async_turn(
+                turn, case.language, conversation_id
+            )
+            if error:
+                break
         seconds = time.monotonic() - started
         await self.hass.async_block_till_done()
         moments.append(dt_util.now())
         after = house_snapshot(self.hass, self.devices)
         problems = judge(
-            case, self.devices, before, after, reply=reply, moments=moments, error=error
-        )
+            case, self.devices, before, after,
+            reply=reply, moments=moments, error=error, refusals=self.refusals,
+        )  # fmt: skip
         return CaseResult(case, reply, changes(before, after), problems, seconds, error)
 
+    async def _async_turn(
+        self, say: str, language: str, conversation_id: str | None
+    ) -> tuple[str, str | None, str | None]:
+        """One turn: the reply, why it failed (None when it did not), the conversation."""
+        if self.entry is not None:
+            self.entry.runtime_data.last_turn = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await conversation.async_converse(
+                    self.hass, say, conversation_id, Context(),
+                    language=language, agent_id=self.agent_id,
+                )  # fmt: skip
+        except TimeoutError:
+            return "", f"no answer within {self.timeout_s:g} s", conversation_id
+        reply = str(result.response.speech.get("plain", {}).get("speech", ""))
+        trace = None if self.entry is None else self.entry.runtime_data.last_turn
+        error = trace.error if trace is not None else None
+        return reply, error, result.conversation_id or conversation_id
 
-def summary(results: Sequence[CaseResult]) -> dict[str, Any]:
-    """The JSON object of the last line."""
+
+def _tally(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """Passed, total and the median seconds per case of some results."""
     return {
-        "bench": "commands",
         "passed": sum(r.passed for r in results),
         "total": len(results),
+        "median_s": round(statistics.median(r.seconds for r in results), 3) if results else None,
     }
+
+
+def summary(results: Sequence[CaseResult], agent: str = "majordome") -> dict[str, Any]:
+    """The JSON object of the last line: overall, per category (by language) and per language."""
+    categories = {}
+    for category in CATEGORIES:
+        mine = [r for r in results if r.case.category == category]
+        if mine:
+            by_language = {
+                language: {k: v for k, v in _tally(ours).items() if k != "median_s"}
+                for language in LANGUAGES
+                if (ours := [r for r in mine if r.case.language == language])
+            }
+            categories[category] = {**_tally(mine), "by_language": by_language}
+    languages = {
+        language: _tally(mine)
+        for language in LANGUAGES
+        if (mine := [r for r in results if r.case.language == language])
+    }
+    return {
+        "bench": "commands",
+        "agent": agent,
+        **_tally(results),
+        "categories": categories,
+        "languages": languages,
+    }
+
+
+def print_table(results: Sequence[CaseResult]) -> None:
+    """Success per category and language, and the median time per case, on stdout."""
+    report = summary(results)
+    print(f"{'category':<11} {'en':>7} {'fr':>7} {'all':>7} {'median':>9}")
+    rows = [(name, c, c["by_language"]) for name, c in report["categories"].items()]
+    rows.append(("all", report, report["languages"]))
+    for name, overall, by_language in rows:
+        cells = [
+            f"{by_language[lang]['passed']}/{by_language[lang]['total']}"
+            if lang in by_language
+            else "-"
+            for lang in LANGUAGES
+        ]
+        print(
+            f"{name:<11} {cells[0]:>7} {cells[1]:>7} "
+            f"{str(overall['passed']) + '/' + str(overall['total']):>7} "
+            f"{overall['median_s']:>8.3f}s"
+        )
 
 
 # --- Setup and command line -----------------------------------------------------------
@@ -635,36 +788,45 @@ async def async_commands(
     cases: Sequence[Case],
     config_dir: Path,
     *,
-    url: str,
-    model: str,
+    url: str | None,
+    model: str | None,
     api_key: str | None,
     timeout_s: float,
 ) -> dict[str, Any]:
-    """Start Home Assistant with the demo house and one agent, run the cases."""
+    """Start Home Assistant with the demo house and one agent, run the cases.
+
+    The agent is Majordome on `url`, or with `url=None` Home Assistant's built-in agent.
+    """
     async with running_home_assistant(config_dir) as hass:
         house = await async_setup_house(hass, HOUSE)
         _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
-        entry = await async_create_entry(
-            hass,
-            url,
-            model,
-            {
-                CONF_TEMPERATURE: 0.0,
-                CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
-                CONF_MEMORY_EVERY: 0,  # no background summaries between cases
-            },
-            api_key=api_key,
-        )
+        entry = None
+        if url is not None and model is not None:
+            entry = await async_create_entry(
+                hass,
+                url,
+                model,
+                {
+                    CONF_TEMPERATURE: 0.0,
+                    CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
+                    CONF_MEMORY_EVERY: 0,  # no background summaries between cases
+                },
+                api_key=api_key,
+            )
+        elif not await async_setup_component(hass, "conversation", {}):
+            raise RuntimeError("Home Assistant failed to set up conversation")
         runner = CommandsRunner(hass, entry, house.devices, timeout_s)
-        await runner.async_warm_up()
+        if entry is not None:
+            await runner.async_warm_up()
         results = await runner.async_run(cases)
     for language in LANGUAGES:
         mine = [r for r in results if r.case.language == language]
         if mine:
             print(f"{language}: {sum(r.passed for r in mine)}/{len(mine)} passed")
+    print_table(results)
     failed = [r.case.number for r in results if not r.passed]
     print(f"failed cases (by number in the suite): {failed or 'none'}")
-    return summary(results)
+    return summary(results, "majordome" if entry is not None else "builtin")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,6 +848,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_TIMEOUT_S,
         help=f"seconds per case (default {DEFAULT_TIMEOUT_S:.0f})",
     )
+    parser.add_argument(
+        "--agent",
+        choices=AGENTS,
+        default="majordome",
+        help="majordome (default), or builtin: Home Assistant's own agent, no model (a"
+        " suite's reference)",
+    )
     parser.add_argument("--url", help="an OpenAI-compatible server instead of the embedded model")
     parser.add_argument("--model", help="with --url: the model (default: the first listed)")
     parser.add_argument(
@@ -702,6 +871,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout must be > 0")
     if args.model and not args.url:
         parser.error("--model needs --url (the embedded server has one model)")
+    if args.agent == "builtin" and args.url:
+        parser.error("--url is for --agent majordome (the built-in agent uses no model)")
     try:
         cases = load_suite(args.suite)
     except SuiteError as err:
@@ -719,7 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.monotonic()
 
-    def run(url: str, model: str, api_key: str | None) -> dict[str, Any]:
+    def run(url: str | None, model: str | None, api_key: str | None) -> dict[str, Any]:
         return run_in_temp_dir(
             "commands",
             lambda tmp: async_commands(
@@ -727,7 +898,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
 
-    if args.url:
+    if args.agent == "builtin":
+        _report("agent: Home Assistant's built-in agent")
+        result = run(None, None, None)
+    elif args.url:
         model = args.model or asyncio.run(async_first_model(args.url, args.api_key))
         _report(f"server: {model} at {args.url}")
         result = run(args.url, model, args.api_key)

@@ -274,7 +274,16 @@ async def test_runner_passes_fails_and_resets(
     assert third.reply.startswith("Il est")
     assert third.changes == {}
     assert fourth.changes == {}
-    assert summary(results) == {"bench": "commands", "passed": 3, "total": 4}
+    report = summary(results)
+    assert (report["bench"], report["agent"], report["passed"], report["total"]) == (
+        "commands",
+        "majordome",
+        3,
+        4,
+    )
+    assert report["categories"]["question"]["by_language"] == {"fr": {"passed": 1, "total": 1}}
+    assert report["categories"]["command"]["passed"] == 2
+    assert report["languages"]["en"]["total"] == 3
     out, err = capsys.readouterr()
     assert out.splitlines()[1].startswith("FAIL  en")
     assert "Turn on the kitchen light" in out
@@ -368,12 +377,20 @@ async def test_command_line_against_a_server_url(
 
     assert proc.returncode == 0, err.decode()
     lines = out.decode().splitlines()
-    assert json.loads(lines[-1]) == {
+    report = json.loads(lines[-1])
+    assert {k: report[k] for k in ("bench", "agent", "passed", "total", "ha_version")} == {
         "bench": "commands",
+        "agent": "majordome",
         "passed": 1,
         "total": 2,
         "ha_version": HA_VERSION,  # each figure names the release it ran on
     }
+    command = report["categories"]["command"]
+    assert command["by_language"] == {
+        "en": {"passed": 1, "total": 1},
+        "fr": {"passed": 0, "total": 1},
+    }
+    assert command["median_s"] > 0
     assert "en: 1/1 passed" in lines
     assert "fr: 0/1 passed" in lines
     assert "server: scripted-model at" in err.decode()  # the first model listed
@@ -428,3 +445,106 @@ async def test_reset_waits_for_the_heater_its_thermostat_switches(
         assert hass.states.is_state(heater, "off")
         await hass.async_block_till_done()
         assert hass.states.is_state(heater, "off")  # settled: nothing switched it back on
+
+
+# --- Categories, follow-ups, refusals, the built-in agent -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("- say: hi\n  language: en\n  category: chat\n  expect_states: {}\n", "`category`"),
+        (
+            "- say: hi\n  language: en\n  category: refusal\n  expect_in_answer: [no]\n",
+            "a refusal needs `expect_states`",
+        ),
+        ("- say: [a, b, c, d]\n  language: en\n  expect_states: {}\n", "at most 3 turns"),
+        ("- say: [a, '']\n  language: en\n  expect_states: {}\n", "missing `say`"),
+    ],
+)
+def test_invalid_categories_and_turns_are_explained(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    with pytest.raises(SuiteError) as err:
+        load_suite(_suite(tmp_path, body))
+    assert message in str(err.value)
+
+
+def test_a_refusal_counts_only_when_the_reply_says_so(tmp_path: Path) -> None:
+    [english, french] = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Turn off the alarm\n  language: en\n  category: refusal\n"
+            "  expect_states: {switch.alarme: 'on'}\n"
+            "- say: Ouvre le portail\n  language: fr\n  category: refusal\n  expect_states: {}\n",
+        )
+    )
+    alarm = {"switch.alarme": {"state": "on"}}
+    now = [dt_util.now()]
+
+    def problems(case: Case, reply: str) -> list[str]:
+        return judge(case, DEMO_DEVICES, alarm, alarm, reply=reply, moments=now)
+
+    silent = ["the reply does not say it was not done (no refusal phrase)"]
+    assert problems(english, "Done.") == silent  # nothing happened, but it says done
+    assert problems(english, "") == silent
+    assert problems(english, "Sorry, I CAN\u2019T turn off the alarm.") == []
+    assert problems(french, "C'est fait.") == silent
+    assert problems(french, "Désolé, je ne peux pas l\u2019ouvrir.") == []
+    assert problems(french, "Je n\u2019ai pas pu le faire.") == []
+    # Saying so is not enough: the house must not have changed either.
+    off = {"switch.alarme": {"state": "off"}}
+    assert judge(english, DEMO_DEVICES, alarm, off, reply="I can't.", moments=now) == [
+        "switch.alarme is 'off', expected 'on'"
+    ]
+
+
+async def test_runner_follow_up_in_the_same_conversation(
+    hass: HomeAssistant, runner: CommandsRunner, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    [case] = load_suite(
+        _suite(
+            tmp_path,
+            "- say: [Turn on the kitchen light, And the bedroom too]\n  language: en\n"
+            "  category: follow-up\n"
+            "  expect_states: {light.kitchen_light: 'on', light.bedroom_lamp: 'on'}\n",
+        )
+    )
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("The kitchen light is on."),
+        tool_calls(("HassTurnOn", {"name": "Bedroom Lamp"})),
+        text("The bedroom lamp is on too."),
+    )
+
+    [result] = await runner.async_run([case])
+
+    assert result.problems == []
+    assert result.reply == "The bedroom lamp is on too."  # the last turn's
+    # The second turn was the same conversation: the model saw the first one.
+    second_turn = scripted.chat_requests[2]
+    said = [m["content"] for m in second_turn["messages"] if m["role"] == "user"]
+    assert said[-2:] == ["Turn on the kitchen light", "And the bedroom too"]
+    assert summary([result])["categories"]["follow-up"]["passed"] == 1
+
+
+async def test_runner_on_the_built_in_agent(hass: HomeAssistant, tmp_path: Path) -> None:
+    """`--agent builtin`: Home Assistant's own sentence matching, no model at all."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    assert await async_setup_component(hass, "conversation", {})
+    house = await async_setup_house(hass, "demo")
+    runner = CommandsRunner(hass, None, house.devices, timeout_s=30)
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Turn on the kitchen light\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n"
+            "- say: Allume la lumière du garage\n  language: fr\n  category: refusal\n"
+            "  expect_states: {light.garage_light: 'off'}\n",
+        )
+    )
+
+    results = await runner.async_run(cases)
+
+    assert [r.problems for r in results] == [[], []]
+    assert summary(results, "builtin")["agent"] == "builtin"
