@@ -18,6 +18,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from devtools.bench_commands import (
+    CATEGORIES,
     DEFAULT_SUITE,
     PLACEHOLDERS,
     Case,
@@ -25,6 +26,7 @@ from devtools.bench_commands import (
     HouseReset,
     SuiteError,
     judge,
+    load_refusals,
     load_suite,
     placeholder_values,
     summary,
@@ -61,6 +63,40 @@ def test_public_suite_is_valid_and_balanced() -> None:
     # Several devices at once, and requests where nothing may change.
     assert any(len(c.expect_states or ()) >= 2 for c in cases)
     assert any(c.expect_states == () for c in cases)
+
+
+def test_public_suite_is_worth_trusting() -> None:
+    """Issue 13: >= 100 cases, English and French equally, every category in both."""
+    cases = load_suite(DEFAULT_SUITE)
+
+    assert len(cases) >= 100
+    languages = Counter(case.language for case in cases)
+    assert languages["en"] == languages["fr"]
+    by_category = Counter((case.category, case.language) for case in cases)
+    for category in CATEGORIES:
+        assert by_category[category, "en"] >= 4, category
+        assert by_category[category, "en"] == by_category[category, "fr"] or category in {
+            "question",
+            "refusal",
+        }
+    for case in cases:
+        if case.category == "follow-up":
+            assert len(case.turns) >= 2, case
+        else:
+            assert len(case.turns) == 1, case
+        if case.category == "refusal":
+            # Nothing may change: every listed device stays as the house starts.
+            for expectation in case.expect_states or ():
+                device = BY_ID[expectation.entity_id]
+                if device.domain == "climate":
+                    assert expectation.state == "heat"
+                    assert expectation.attributes == (("temperature", str(int(device.initial))),)
+                else:
+                    assert expectation.state == ("on" if device.initial else "off"), case
+    phrases = load_refusals()
+    assert set(phrases) == {"en", "fr"}
+    assert "cannot" in phrases["en"]
+    assert "ne peux pas" in phrases["fr"]
 
 
 def test_public_suite_entities_are_exposed_or_deliberately_hidden() -> None:
