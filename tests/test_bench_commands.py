@@ -363,8 +363,9 @@ async def test_runner_resets_thermostat_and_media_before_each_case(
     results = await runner.async_run(cases)
 
     assert [r.problems for r in results] == [[], [], []]
-    # The heater followed its thermostat: shown, not held against the case.
-    assert "switch.radiateur_du_salon" in results[0].changes
+    # The heater may follow its thermostat (whether it was already on depends on when the
+    # thermostat first looked at the room): shown, never held against the case.
+    assert set(results[0].changes) <= {"climate.thermostat_du_salon", "switch.radiateur_du_salon"}
     assert results[2].changes == {}
 
 
