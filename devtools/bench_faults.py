@@ -270,6 +270,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("input_100kb", say="user-{i} " + "word " * 20_000, users=1, voice=True),
     Fault("input_1mb", say="user-{i} " + "word " * 200_000, users=1, voice=True),
     Fault("input_pathological", say=PATHOLOGICAL, users=1, voice=True),
+    Fault("input_10mb_voice_frame", say="x" * 10_000_000, users=1, conversation=False, voice=True),
     Fault("concurrent_50_conversations", users=50, own=True),
     Fault("concurrent_50_voice_clients", users=50, conversation=False, voice=True, own=True),
 )
