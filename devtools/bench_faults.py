@@ -407,7 +407,7 @@ async def _async_voice_client(url: str, token: str, entry_id: str, said: str) ->
                     return str(event.get("text", ""))
                 if event["type"] in ("error", "ignored", "stopped", "auth_invalid"):
                     return str(event.get("message") or f"({event['type']})")
-    except (TimeoutError, aiohttp.ClientError, ValueError):
+    except (OSError, aiohttp.ClientError, ValueError):  # TimeoutError and resets are OSErrors
         return None
     return None
 
