@@ -426,11 +426,17 @@ async def _async_play_users(bench: Bench, fault: Fault) -> Played:
     return Played(len(answers), wrong)
 
 
-async def _async_remembering_users(bench: Bench, users: int, first: int) -> list[str]:
-    """Users asking to remember a fact each, at once: the facts acknowledged."""
+async def _async_remembering_users(bench: Bench, users: int, first: int) -> Played:
+    """Users asking to remember a fact each, at once: the facts acknowledged.
+
+    A fact is acknowledged when the turn went through: the model answered after the tool
+    (the answer names the user); an error sentence answers the user but acknowledges nothing.
+    """
     said = [f"user-{first + i}: remember this" for i in range(users)]
     answers = await asyncio.gather(*(bench.async_converse(s) for s in said))
-    return [f"fact of {tag_of(s)}" for a, s in zip(answers, said, strict=True) if is_answer(a, s)]
+    pairs = list(zip(answers, said, strict=True))
+    facts = [f"fact of {tag_of(s)}" for a, s in pairs if is_answer(a, s, own=True)]
+    return Played(users, sum(not is_answer(a, s) for a, s in pairs), facts)
 
 
 async def _async_race_summary(bench: Bench) -> Played:
@@ -454,10 +460,10 @@ async def _async_race_services(bench: Bench) -> Played:
         bench.async_call("set_memory", profile=SEEDED.profile, dynamic=f"Mood {i}.")
         for i in range(5)
     ] + [bench.async_call("get_memory") for _ in range(5)]
-    facts, _ = await asyncio.gather(
+    played, _ = await asyncio.gather(
         _async_remembering_users(bench, 10, 0), asyncio.gather(*services)
     )
-    return Played(10 + len(services), 10 - len(facts), facts)
+    return Played(played.tried + len(services), played.unanswered, played.facts)
 
 
 async def _async_race_reconfigure(bench: Bench) -> Played:
@@ -472,8 +478,8 @@ async def _async_race_reconfigure(bench: Bench) -> Played:
             flow["flow_id"], {CONF_URL: bench.server.url}
         )
 
-    facts, _ = await asyncio.gather(_async_remembering_users(bench, 5, 0), reconfigure())
-    return Played(6, 5 - len(facts), facts)
+    played, _ = await asyncio.gather(_async_remembering_users(bench, 5, 0), reconfigure())
+    return Played(played.tried + 1, played.unanswered, played.facts)
 
 
 MEMORY_RACES: dict[str, Callable[[Bench], Coroutine[Any, Any, Played]]] = {
@@ -535,9 +541,10 @@ async def async_first_life(setup: Setup) -> None:
         user = await hass.auth.async_create_user("Fault bench", group_ids=["system-admin"])
         refresh = await hass.auth.async_create_refresh_token(user, "https://bench.invalid/")
         bench.token = hass.auth.async_create_access_token(refresh)
-        # Startup's stalls are not the faults': a first turn on each path warms up what
-        # Home Assistant loads once (intents, chat logs), then an idle window is the baseline.
-        setup.server.responder = echo
+        # Startup's stalls are not the faults': a first turn on each path, with a tool call,
+        # warms up what Home Assistant loads once (intents, tools, chat logs); then an idle
+        # window is the baseline.
+        setup.server.responder = remembering
         await asyncio.gather(bench.async_converse("user-0: hi"), bench.async_voice("user-1: hi"))
         started = time.monotonic()
         await asyncio.sleep(BASELINE_S)
@@ -566,9 +573,10 @@ async def async_first_life(setup: Setup) -> None:
 async def _async_before_restart(bench: Bench, setup: Setup) -> Played:
     """Five users remembering and a profile written; Home Assistant stops right after."""
     bench.server.responder = remembering
-    setup.restart_facts = await _async_remembering_users(bench, 5, 100)
+    played = await _async_remembering_users(bench, 5, 100)
+    setup.restart_facts = played.facts
     written = await bench.async_call("set_memory", profile=SEEDED.profile)
-    return Played(6, 5 - len(setup.restart_facts) + int(not written), setup.restart_facts)
+    return Played(played.tried + 1, played.unanswered + int(not written), played.facts)
 
 
 async def async_second_life(setup: Setup) -> None:
