@@ -242,6 +242,7 @@ class Fault:
     voice: bool = False  # through the voice endpoint's text message
     server_down: bool = False  # nothing listens on the server's port
     own: bool = False  # each answer must name its user (the server echoes the tag): no cross-talk
+    raw: bool = False  # the voice client sends `say` as its whole frame, not in a text message
 
 
 def _always(reply: Reply) -> Responder:
@@ -271,6 +272,14 @@ FAULTS: tuple[Fault, ...] = (
     Fault("input_1mb", say="user-{i} " + "word " * 200_000, users=1, voice=True),
     Fault("input_pathological", say=PATHOLOGICAL, users=1, voice=True),
     Fault("input_10mb_voice_frame", say="x" * 10_000_000, users=1, conversation=False, voice=True),
+    Fault(
+        "input_deep_json_voice_frame",
+        say="[" * 100_000,
+        users=1,
+        conversation=False,
+        voice=True,
+        raw=True,
+    ),
     Fault("concurrent_50_conversations", users=50, own=True),
     Fault("concurrent_50_voice_clients", users=50, conversation=False, voice=True, own=True),
 )
@@ -341,11 +350,14 @@ class Bench:
             return None
         return str(result.response.speech.get("plain", {}).get("speech", ""))
 
-    async def async_voice(self, said: str) -> str | None:
-        """One client of the voice endpoint saying `said` as text: what it was answered."""
+    async def async_voice(self, said: str, raw: bool = False) -> str | None:
+        """One client of the voice endpoint saying `said` as text: what it was answered.
+
+        `raw`: `said` is sent as the whole frame, not in a text message.
+        """
         url = f"ws://127.0.0.1:{self.hass.http.server_port}{VOICE_URL}"
         return await self.outside.run(
-            _async_voice_client(url, self.token, self.entry.entry_id, said)
+            _async_voice_client(url, self.token, self.entry.entry_id, said, raw)
         )
 
     async def async_call(self, service: str, **data: Any) -> bool:
@@ -386,7 +398,9 @@ class Bench:
         return tally
 
 
-async def _async_voice_client(url: str, token: str, entry_id: str, said: str) -> str | None:
+async def _async_voice_client(
+    url: str, token: str, entry_id: str, said: str, raw: bool
+) -> str | None:
     """Connect, authenticate, say `said`: the reply's text, an error's or "(ignored)"."""
     try:
         async with (
@@ -396,9 +410,8 @@ async def _async_voice_client(url: str, token: str, entry_id: str, said: str) ->
         ):
             await socket.receive_json()  # auth_required
             await socket.send_json({"type": "auth", "access_token": token})
-            await socket.send_json(
-                {"type": "text", "text": said, "language": "en", "entry_id": entry_id}
-            )
+            text_message = {"type": "text", "text": said, "language": "en", "entry_id": entry_id}
+            await socket.send_str(said if raw else json.dumps(text_message))
             async for message in socket:
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue
@@ -419,7 +432,7 @@ async def _async_play_users(bench: Bench, fault: Fault) -> Played:
     if fault.conversation:
         attempts += [bench.async_converse(s) for s in said]
     if fault.voice:
-        attempts += [bench.async_voice(s) for s in said]
+        attempts += [bench.async_voice(s, fault.raw) for s in said]
     sent = [s for _ in range(int(fault.conversation) + int(fault.voice)) for s in said]
     answers = await asyncio.gather(*attempts)
     wrong = sum(not is_answer(a, s, fault.own) for a, s in zip(answers, sent, strict=True))
