@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 import json
 import logging
@@ -503,13 +504,13 @@ MEMORY_RACES: dict[str, Callable[[Bench], Coroutine[Any, Any, Played]]] = {
 RESTART = "memory_vs_restart"
 
 
-async def _async_set_server(bench: Bench, fault: Fault, port: int) -> None:
+async def _async_set_server(bench: Bench, down: bool, port: int) -> None:
     """Stop the server for a class that needs it down; start it again after."""
     running = bench.server.port != 0
-    if fault.server_down and running:
+    if down and running:
         await bench.outside.run(bench.server.stop())
         bench.server.port = 0
-    elif not fault.server_down and not running:
+    elif not down and not running:
         await bench.outside.run(bench.server.start(port))
 
 
@@ -525,19 +526,23 @@ class Setup:
     baseline_stalls: int = 0
     restart_facts: list[str] = field(default_factory=list)
 
+    def wanted(self, name: str) -> bool:
+        """Whether the class runs (--only)."""
+        return not self.only or name in self.only
 
-async def _async_bench(setup: Setup, hass: HomeAssistant, entry: MajordomeConfigEntry) -> Bench:
-    """Probe the loop and the log from now on."""
+
+@contextmanager
+def _probed(setup: Setup) -> Iterator[tuple[ErrorLog, LagProbe]]:
+    """Home Assistant's log and event loop, watched while inside."""
     log = ErrorLog(setup.outside.thread.ident)
-    logging.getLogger().addHandler(log)
     probe = LagProbe()
+    logging.getLogger().addHandler(log)
     probe.start(asyncio.get_running_loop())
-    return Bench(hass, entry, setup.outside, setup.server, probe, log)
-
-
-def _done(bench: Bench) -> None:
-    bench.probe.stop()
-    logging.getLogger().removeHandler(bench.log)
+    try:
+        yield log, probe
+    finally:
+        probe.stop()
+        logging.getLogger().removeHandler(log)
 
 
 async def async_first_life(setup: Setup) -> None:
@@ -550,37 +555,35 @@ async def async_first_life(setup: Setup) -> None:
             "scripted-model",
             {CONF_MEMORY_EVERY: 0, CONF_TIMEOUT: TIMEOUT_S},
         )
-        bench = await _async_bench(setup, hass, entry)
         user = await hass.auth.async_create_user("Fault bench", group_ids=["system-admin"])
         refresh = await hass.auth.async_create_refresh_token(user, "https://bench.invalid/")
-        bench.token = hass.auth.async_create_access_token(refresh)
-        # Startup's stalls are not the faults': a first turn on each path, with a tool call,
-        # warms up what Home Assistant loads once (intents, tools, chat logs); then an idle
-        # window is the baseline.
-        setup.server.responder = remembering
-        await asyncio.gather(bench.async_converse("user-0: hi"), bench.async_voice("user-1: hi"))
-        started = time.monotonic()
-        await asyncio.sleep(BASELINE_S)
-        setup.baseline_stalls = len(bench.probe.between(started, time.monotonic()))
-        try:
-            for fault in FAULTS:
-                if setup.only and fault.name not in setup.only:
-                    continue
-                await _async_set_server(bench, fault, port)
+        with _probed(setup) as (log, probe):
+            bench = Bench(hass, entry, setup.outside, setup.server, probe, log)
+            bench.token = hass.auth.async_create_access_token(refresh)
+            # Startup's stalls are not the faults': a first turn on each path, with a tool
+            # call, warms up what Home Assistant loads once (intents, tools, chat logs);
+            # then an idle window is the baseline.
+            setup.server.responder = remembering
+            await asyncio.gather(
+                bench.async_converse("user-0: hi"), bench.async_voice("user-1: hi")
+            )
+            started = time.monotonic()
+            await asyncio.sleep(BASELINE_S)
+            setup.baseline_stalls = len(probe.between(started, time.monotonic()))
+            for fault in filter(lambda fault: setup.wanted(fault.name), FAULTS):
+                await _async_set_server(bench, fault.server_down, port)
                 setup.server.responder = fault.responder
                 setup.tallies[fault.name] = await bench.async_measure(
                     fault.name, _async_play_users(bench, fault)
                 )
-            await _async_set_server(bench, FAULTS[-1], port)
+            await _async_set_server(bench, False, port)
             for name, race in MEMORY_RACES.items():
-                if not setup.only or name in setup.only:
+                if setup.wanted(name):
                     setup.tallies[name] = await bench.async_measure(name, race(bench))
-            if not setup.only or RESTART in setup.only:
+            if setup.wanted(RESTART):
                 setup.tallies[RESTART] = await bench.async_measure(
                     RESTART, _async_before_restart(bench, setup)
                 )
-        finally:
-            _done(bench)
 
 
 async def _async_before_restart(bench: Bench, setup: Setup) -> Played:
@@ -596,16 +599,12 @@ async def async_second_life(setup: Setup) -> None:
     """Start again on the same configuration: what the restart kept."""
     tally = setup.tallies[RESTART]
     async with running_home_assistant(setup.config_dir) as hass:
-        log = ErrorLog(setup.outside.thread.ident)
-        logging.getLogger().addHandler(log)
-        try:
+        with _probed(setup) as (log, _):  # (startup's stalls are not the restart's)
             await async_setup_component(hass, DOMAIN, {})
             await hass.async_block_till_done()
             entries: list[MajordomeConfigEntry] = hass.config_entries.async_entries(DOMAIN)
             now = entries[0].runtime_data.memory.memory if entries else Memory()
             tally.lost = missing_memory(SEEDED, setup.restart_facts, now)
-        finally:
-            logging.getLogger().removeHandler(log)
         tally.exceptions += len(log.records)
     progress(f"{RESTART} (after the restart): {asdict(tally)}")
 
