@@ -3,6 +3,7 @@
     scripts/bench overhead [--turns 50] [--warmup 5] [--extra-areas 13]
     scripts/bench prompt-cache [--commands 12] [--ctx 8192] [--max-tokens 96]
     scripts/bench voice [--runs 5] [--ttft 0.3] [--token-delay 0.065] [--no-embedded]
+    scripts/bench faults [--only CLASS,...]
 
 `overhead`: time spent inside Majordome and Home Assistant per turn (total turn time
 minus the time waiting on the server), with a scripted server that answers at once
@@ -45,7 +46,7 @@ from custom_components.majordome.const import (
 )
 from custom_components.majordome.memory import Onboarding
 from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace
-from devtools import bench_commands, bench_gate, bench_voice, house as house_module
+from devtools import bench_commands, bench_faults, bench_gate, bench_voice, house as house_module
 from devtools.bench_common import (
     async_create_entry,
     percentile,
@@ -686,6 +687,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="household requests on the demo house, judged by the states they leave",
         add_help=False,
     )
+    sub.add_parser(
+        "faults",
+        help="every class of fault on a real Home Assistant: exceptions, stalls, lost, unanswered",
+        add_help=False,
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     # These have their own options.
     if argv[:1] == ["commands"]:
@@ -694,6 +700,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench_gate.main(argv[1:])
     if argv[:1] == ["voice"]:
         return bench_voice.main(argv[1:])
+    if argv[:1] == ["faults"]:
+        return bench_faults.main(argv[1:])
     args = parser.parse_args(argv)
 
     logging.basicConfig(

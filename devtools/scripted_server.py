@@ -3,7 +3,8 @@
 Tests program it reply by reply (text streamed in pieces, tool calls whose arguments
 are split across chunks, parallel calls, HTTP errors, broken, slow or endless streams,
 huge replies, malformed chunks, text that is not UTF-8) and read back every request it
-received. The real `openai` client talks real HTTP to it, so the client's parsing and
+received. Benchmarks may answer from the request instead (`responder`), and make it hang
+up without answering. The real `openai` client talks real HTTP to it, so the client's parsing and
 error handling are exercised as in production.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 import itertools
 import json
@@ -36,6 +37,7 @@ class Reply:
     timings: dict[str, Any] | None = None  # llama.cpp-style, on the last chunk
     forever: bool = False  # repeat the deltas without end, until the client leaves
     encoding: str = "utf-8"  # of the streamed lines; another one sends its bytes raw
+    hang_up: bool = False  # close the connection at once, without an HTTP answer
 
 
 def text(*pieces: str, chunk_delay_s: float = 0.0) -> Reply:
@@ -119,6 +121,8 @@ class ScriptedServer:
         # Bytes each streamed reply sent, noted when it ended (or its client left).
         self.streamed_bytes: list[int] = []
         self.models_status = 200
+        # When the queue is empty: a reply made from the request's body (None: a 500).
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._chat_seen = asyncio.Condition()
@@ -152,14 +156,14 @@ class ScriptedServer:
         """Queue replies for non-streamed requests, answered in order."""
         self.side_replies.extend(replies)
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1, on a port the system picks."""
+    async def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1, on `port` (0: a port the system picks)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         server = site._server
         assert server is not None
@@ -194,9 +198,16 @@ class ScriptedServer:
         if (denied := self._unauthorized(request)) is not None:
             return denied
         queue = self.side_replies if not body.get("stream") and self.side_replies else self.replies
-        if not queue:
+        if queue:
+            reply = queue.popleft()
+        elif self.responder is not None:
+            reply = self.responder(body)
+        else:
             return _error_response(500, "the scripted server has no reply left")
-        reply = queue.popleft()
+        if reply.hang_up:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
         if reply.headers_delay_s:
             await asyncio.sleep(reply.headers_delay_s)
         if reply.status != 200:
