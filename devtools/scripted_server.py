@@ -36,6 +36,7 @@ class Reply:
     timings: dict[str, Any] | None = None  # llama.cpp-style, on the last chunk
     forever: bool = False  # repeat the deltas without end, until the client leaves
     encoding: str = "utf-8"  # of the streamed lines; another one sends its bytes raw
+    hold: asyncio.Event | None = None  # answer only once the test sets it
 
 
 def text(*pieces: str, chunk_delay_s: float = 0.0) -> Reply:
@@ -197,6 +198,8 @@ class ScriptedServer:
         if not queue:
             return _error_response(500, "the scripted server has no reply left")
         reply = queue.popleft()
+        if reply.hold is not None:
+            await reply.hold.wait()
         if reply.headers_delay_s:
             await asyncio.sleep(reply.headers_delay_s)
         if reply.status != 200:
