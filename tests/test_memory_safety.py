@@ -34,8 +34,9 @@ from homeassistant.auth.models import User
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError, Unauthorized, UnknownUser
 from homeassistant.helpers.json import json_bytes
+from homeassistant.setup import async_setup_component
 
-from .helpers import converse, speech, tool_results
+from .helpers import converse, majordome_entry, speech, tool_results
 
 SECRET = "Alice's door code is 4321"
 
@@ -150,12 +151,19 @@ async def test_lone_surrogates_never_reach_the_stored_memory(
     assert speech(await converse(hass, entry, "hi")) == "Hello."
 
 
-async def test_text_stored_by_an_older_version_breaks_no_turn(
-    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+async def test_text_stored_by_an_older_version_is_repaired_at_setup(
+    hass: HomeAssistant, scripted: ScriptedServer
 ) -> None:
-    """Memory is read through the same cleaning as every write."""
+    """Memory is read through the same cleaning as every write, and rewritten clean."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    entry = majordome_entry(scripted.url)
     bad = {"profile": "We \ud83d", "facts": ["Cat \ud83d"], "onboarding": "done"}
+    entry.add_to_hass(hass)
     hass.config_entries.async_update_entry(entry, data={**entry.data, MEMORY_KEY: bad})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    json_bytes(dict(entry.data))  # as Home Assistant saves config entries
+    assert (stored(entry)["profile"], stored(entry)["facts"]) == ("We ", ["Cat"])
+
     scripted.add(text("Hello."))
     assert speech(await converse(hass, entry, "hi")) == "Hello."
     assert '"Cat"' in system_prompt(scripted.chat_requests[-1])

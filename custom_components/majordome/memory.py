@@ -246,6 +246,19 @@ class MemoryStore:
     # drops its result when its part was written while it ran (a newer write wins).
     written: Counter[str] = field(default_factory=Counter)
 
+    def __post_init__(self) -> None:
+        """Repair memory an older version stored with text JSON cannot hold (half an emoji).
+
+        Home Assistant saves every config entry in one file: one such string in this
+        entry's data would stop it from saving any of them.
+        """
+        stored = self.entry.data.get(MEMORY_KEY)
+        try:
+            json.dumps(stored, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            LOGGER.warning("Memory held text that cannot be stored; it was cleaned")
+            self.update()
+
     @property
     def memory(self) -> Memory:
         """The memory as it is now."""
