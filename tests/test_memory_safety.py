@@ -425,3 +425,15 @@ async def test_the_ignored_event_carries_the_text_when_asked(
     [event] = events
     assert event.data["text"] == OVERHEARD
     assert event.data["length"] == len(OVERHEARD)
+
+
+async def test_a_profile_over_the_cap_is_refused_in_the_options(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    entry.runtime_data.memory.update(profile="The Durands.")
+    form = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        form["flow_id"], {"profile": "p" * (MAX_PROFILE_CHARS + 1)}
+    )
+    assert result["errors"] == {"profile": "profile_too_long"}
+    assert stored(entry)["profile"] == "The Durands."

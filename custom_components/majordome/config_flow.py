@@ -70,6 +70,7 @@ from .const import (
     LLM_API_ASSIST,
     LLM_API_NONE,
     LOGGER,
+    MAX_PROFILE_CHARS,
     MEMORY_KEY,
     SPEECH_OPTIONS,
     SUBENTRY_AGENT,
@@ -387,6 +388,9 @@ class MajordomeOptionsFlow(OptionsFlow):
                 if value := str(user_input.pop(key, None) or "").strip():
                     user_input[key] = value
             errors, placeholders = await async_check_voice(user_input)
+            if len((user_input.get(CONF_PROFILE) or "").strip()) > MAX_PROFILE_CHARS:
+                # The cap of every memory write, said rather than applied unseen.
+                errors[CONF_PROFILE] = "profile_too_long"
         if user_input is not None and not errors:
             options = dict(user_input)
             profile = (options.pop(CONF_PROFILE, "") or "").strip()
