@@ -505,7 +505,8 @@ async def async_watch(api: HomeAssistantApi) -> None:
 
     def on_ignored(event: dict[str, Any]) -> None:
         data = event["data"]
-        say("majordome", f"ignored {data.get('text')!r} ({data.get('reason')})")
+        heard = repr(data["text"]) if "text" in data else f"{data.get('length')} characters"
+        say("majordome", f"ignored {heard} ({data.get('reason')})")
 
     async with api.websocket() as ws:
         await ws.call("subscribe_events", event_type="state_changed", on_event=on_state)

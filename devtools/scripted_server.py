@@ -38,6 +38,7 @@ class Reply:
     forever: bool = False  # repeat the deltas without end, until the client leaves
     encoding: str = "utf-8"  # of the streamed lines; another one sends its bytes raw
     hang_up: bool = False  # close the connection at once, without an HTTP answer
+    hold: asyncio.Event | None = None  # answer only once the test sets it
 
 
 def text(*pieces: str, chunk_delay_s: float = 0.0) -> Reply:
@@ -208,6 +209,8 @@ class ScriptedServer:
             assert request.transport is not None
             request.transport.close()
             return web.Response()
+        if reply.hold is not None:
+            await reply.hold.wait()
         if reply.headers_delay_s:
             await asyncio.sleep(reply.headers_delay_s)
         if reply.status != 200:

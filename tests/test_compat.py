@@ -11,6 +11,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.majordome import compat
 from devtools.house import async_setup_house
 from devtools.scripted_server import ScriptedServer, text, tool_calls
+from homeassistant.auth.models import User
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 
@@ -80,6 +81,7 @@ async def test_no_deprecation_is_reported_about_majordome(
     entry: MockConfigEntry,
     scripted: ScriptedServer,
     caplog: pytest.LogCaptureFixture,
+    hass_admin_user: User,
 ) -> None:
     """A turn with Assist's tools and Majordome's own: Home Assistant has nothing to report.
 
@@ -96,7 +98,12 @@ async def test_no_deprecation_is_reported_about_majordome(
         ),
         text("Done, noted, and it is late."),
     )
-    await converse(hass, entry, "turn on the kitchen light, remember the cat, what time is it?")
+    await converse(
+        hass,
+        entry,
+        "turn on the kitchen light, remember the cat, what time is it?",
+        user=hass_admin_user,  # memory is written for a person
+    )
 
     assert hass.states.get("light.kitchen_light").state == "on"
     reports = [

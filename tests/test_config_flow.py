@@ -536,6 +536,7 @@ async def test_household_form_shows_the_profile_and_voice(
     assert result["step_id"] == "init"
     assert {str(key) for key in result["data_schema"].schema} == {  # type: ignore[union-attr]
         CONF_PROFILE,
+        "memory_from_automations",
         "stt_server",
         "tts_server",
         "tts_voice",

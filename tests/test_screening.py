@@ -70,7 +70,7 @@ async def test_every_hallucination_is_dropped_before_any_model_call(
 
     await hass.async_block_till_done()
     assert scripted.chat_requests == []
-    assert [event.data["text"] for event in events] == CORPUS["hallucinations"]
+    assert [event.data["length"] for event in events] == [len(u) for u in CORPUS["hallucinations"]]
     assert {event.data["stage"] for event in events} == {1}
     assert all(event.data["device_id"] == SATELLITE for event in events)
     assert sum(entry.runtime_data.ignored.values()) == len(CORPUS["hallucinations"])

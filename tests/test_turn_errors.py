@@ -19,7 +19,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.majordome import prompt
 from custom_components.majordome.backend import MAX_REPLY_BYTES
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import CONF_TIMEOUT, MEMORY_KEY
+from custom_components.majordome.const import CONF_MEMORY_FROM_AUTOMATIONS, CONF_TIMEOUT, MEMORY_KEY
 from custom_components.majordome.tools import SPEECH_KEY
 from devtools.scripted_server import (
     Reply,
@@ -57,6 +57,12 @@ def sentence(kind: str, language: str = "en") -> str:
 def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The default options, with overrides from indirect parametrization."""
     return {**DEFAULT_OPTIONS, **getattr(request, "param", {})}
+
+
+# Tests that use `remember` as an example tool, called with no user (as an automation).
+AUTOMATIONS_WRITE_MEMORY = pytest.mark.parametrize(
+    "entry_options", [{CONF_MEMORY_FROM_AUTOMATIONS: True}], indirect=True
+)
 
 
 def assert_failed_with(
@@ -382,6 +388,7 @@ async def test_a_reply_that_is_not_utf8_is_answered(
 # --- Failure after a tool ran -----------------------------------------------------
 
 
+@AUTOMATIONS_WRITE_MEMORY
 async def test_failure_after_tool_keeps_history_well_formed(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
@@ -508,6 +515,7 @@ async def test_unparsable_arguments_are_refused(
     )
 
 
+@AUTOMATIONS_WRITE_MEMORY
 async def test_repairable_arguments_run_the_tool(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
@@ -621,6 +629,7 @@ async def test_json_reply_that_is_not_a_call_is_not_spoken(
     assert "42}" not in json.dumps(scripted.chat_requests[-1]["messages"])
 
 
+@AUTOMATIONS_WRITE_MEMORY
 async def test_action_result_echoed_as_json_becomes_done(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:

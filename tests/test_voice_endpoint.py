@@ -528,7 +528,7 @@ async def test_hallucinated_transcript_is_ignored_and_leaves_no_trace(
     assert voice.audio == []
     await hass.async_block_till_done()
     assert len(ignored_events) == 1
-    assert ignored_events[0].data["text"] == hallucination
+    assert ignored_events[0].data["length"] == len(hallucination)
     assert ignored_events[0].data["reason"] == "hallucination"
 
     # The next, real request: its history does not hold the hallucination.

@@ -185,7 +185,7 @@ async def test_unknown_voice_lists_the_installed_ones(
         },
         {CONF_TTS_VOICE: "voice_not_found"},
     )
-    assert result["description_placeholders"] == {"voices": ", ".join(VOICES)}
+    assert result["description_placeholders"] == {"voices": ", ".join(VOICES), "facts": "-"}
 
 
 async def test_placeholder_is_set_on_every_showing(
@@ -193,7 +193,7 @@ async def test_placeholder_is_set_on_every_showing(
 ) -> None:
     """The description uses {voices}: the first form must fill it too."""
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["description_placeholders"] == {"voices": ""}
+    assert result["description_placeholders"] == {"voices": "", "facts": "-"}
 
 
 async def test_form_comes_back_with_what_was_typed(

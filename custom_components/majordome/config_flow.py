@@ -31,7 +31,7 @@ from homeassistant.config_entries import (
     SubentryFlowResult,
 )
 from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_NAME, CONF_URL
-from homeassistant.core import callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.data_entry_flow import AbortFlow
 from homeassistant.helpers import selector
 from homeassistant.helpers.httpx_client import get_async_client
@@ -40,11 +40,13 @@ from .backend import BackendError, ErrorKind, async_list_models, create_client, 
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
+    CONF_IGNORED_EVENT_TEXT,
     CONF_LLM_HASS_API,
     CONF_MAX_HISTORY,
     CONF_MAX_ITERATIONS,
     CONF_MAX_TOKENS,
     CONF_MEMORY_EVERY,
+    CONF_MEMORY_FROM_AUTOMATIONS,
     CONF_PROFILE,
     CONF_PROMPT,
     CONF_SCREEN_LLM,
@@ -65,11 +67,12 @@ from .const import (
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     DOMAIN,
-    HOUSEHOLD_OPTIONS,
     LLM_API_ASSIST,
     LLM_API_NONE,
     LOGGER,
+    MAX_PROFILE_CHARS,
     MEMORY_KEY,
+    SPEECH_OPTIONS,
     SUBENTRY_AGENT,
 )
 from .memory import Memory, MemoryStore, Onboarding
@@ -148,6 +151,8 @@ AGENT_SCHEMA = vol.Schema(
                 translation_key=CONF_ALLOWED_SCRIPTS,
             )
         ),
+        # Off unless set (agents made before it have no such key).
+        vol.Optional(CONF_IGNORED_EVENT_TEXT): selector.BooleanSelector(),
     }
 )
 
@@ -157,6 +162,7 @@ HOUSEHOLD_SCHEMA = vol.Schema(
         vol.Optional(CONF_PROFILE): selector.TextSelector(
             selector.TextSelectorConfig(multiline=True)
         ),
+        vol.Optional(CONF_MEMORY_FROM_AUTOMATIONS): selector.BooleanSelector(),
         vol.Optional(CONF_STT_SERVER): selector.TextSelector(),
         vol.Optional(CONF_TTS_SERVER): selector.TextSelector(),
         vol.Optional(CONF_TTS_VOICE): selector.TextSelector(),
@@ -375,18 +381,22 @@ class MajordomeOptionsFlow(OptionsFlow):
         memory = Memory.from_data(self.config_entry.data.get(MEMORY_KEY))
         errors: dict[str, str] = {}
         placeholders = {"voices": ""}
+        facts = {"facts": remembered_facts(memory)}
         if user_input is not None:
             # Addresses and the voice are saved as checked: trimmed, and absent when blank.
-            for key in HOUSEHOLD_OPTIONS:
+            for key in SPEECH_OPTIONS:
                 if value := str(user_input.pop(key, None) or "").strip():
                     user_input[key] = value
             errors, placeholders = await async_check_voice(user_input)
+            if len((user_input.get(CONF_PROFILE) or "").strip()) > MAX_PROFILE_CHARS:
+                # The cap of every memory write, said rather than applied unseen.
+                errors[CONF_PROFILE] = "profile_too_long"
         if user_input is not None and not errors:
             options = dict(user_input)
             profile = (options.pop(CONF_PROFILE, "") or "").strip()
             if profile != memory.profile:
                 # Memory lives in the entry's data, where writing it does not reload.
-                MemoryStore(self.hass, self.config_entry).update(
+                _memory_store(self.hass, self.config_entry).update(
                     profile=profile,
                     onboarding=Onboarding.DONE if profile else memory.onboarding,
                 )
@@ -398,8 +408,25 @@ class MajordomeOptionsFlow(OptionsFlow):
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(HOUSEHOLD_SCHEMA, suggested),
             errors=errors,
-            description_placeholders=placeholders,
+            description_placeholders={**placeholders, **facts},
         )
+
+
+def _memory_store(hass: HomeAssistant, entry: ConfigEntry) -> MemoryStore:
+    """The loaded entry's store, whose write counts a running summary checks."""
+    if entry.state is ConfigEntryState.LOADED:
+        store: MemoryStore = entry.runtime_data.memory
+        return store
+    return MemoryStore(hass, entry)
+
+
+def remembered_facts(memory: Memory) -> str:
+    """The facts as the options show them: each with who remembered it, and when."""
+    lines = []
+    for detail in memory.fact_details:
+        when = detail.at[:16].replace("T", " ") if detail.at else "?"
+        lines.append(f"- {detail.fact} ({detail.by or '?'}, {when})")
+    return "\n".join(lines) or "-"
 
 
 # --- The agents ---------------------------------------------------------------------

@@ -50,6 +50,14 @@ CONF_PROFILE: Final = "profile"  # shown in the options form, stored under MEMOR
 CONF_MEMORY_EVERY: Final = "memory_every"
 DEFAULT_MEMORY_EVERY: Final = 5  # user turns between two re-summaries of the dynamic memory
 MEMORY_TIMEOUT: Final = 120.0  # a background summary may be slow on a CPU server
+# Caps on what memory holds, whoever writes it (the tools, the services, the options)
+MAX_PROFILE_CHARS: Final = 1200
+MAX_DYNAMIC_CHARS: Final = 800
+MAX_FACTS: Final = 30
+MAX_FACT_CHARS: Final = 200
+# A household option: whether a request with no person behind it (an automation) may
+# write memory (off: only people do, so text fed to an automation cannot persist).
+CONF_MEMORY_FROM_AUTOMATIONS: Final = "memory_from_automations"
 
 # Metacognition: screening utterances before any LLM call
 CONF_SCREEN_VOICE: Final = "screen_voice"  # screen what satellites transcribed
@@ -60,6 +68,8 @@ CONF_ALLOWED_SCRIPTS: Final = "allowed_scripts"
 DEFAULT_ALLOWED_SCRIPTS: Final = ["Latin"]
 SCREEN_TIMEOUT: Final = 5.0  # stage 2 fails open after this
 EVENT_UTTERANCE_IGNORED: Final = "majordome_utterance_ignored"
+# Whether that event carries what was heard (off: overheard speech stays out of the recorder)
+CONF_IGNORED_EVENT_TEXT: Final = "ignored_event_text"
 
 # Voice: Wyoming servers for the streaming voice endpoint ("host:port"; empty: off)
 CONF_STT_SERVER: Final = "stt_server"
@@ -67,7 +77,8 @@ CONF_TTS_SERVER: Final = "tts_server"
 CONF_TTS_VOICE: Final = "tts_voice"  # empty: the server's default voice
 VOICE_URL: Final = "/api/majordome/voice"
 # The household's settings, in the server entry's options: every agent shares them.
-HOUSEHOLD_OPTIONS: Final = (CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE)
+SPEECH_OPTIONS: Final = (CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE)
+HOUSEHOLD_OPTIONS: Final = (*SPEECH_OPTIONS, CONF_MEMORY_FROM_AUTOMATIONS)
 
 # The talking page: a sidebar panel (served only when the frontend is loaded)
 PANEL_URL_PATH: Final = "majordome"  # the page is at /majordome

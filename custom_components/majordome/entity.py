@@ -30,6 +30,7 @@ from . import backend, compat, memory, metacognition, onboarding, prompt, tools
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
+    CONF_IGNORED_EVENT_TEXT,
     CONF_LLM_HASS_API,
     CONF_MAX_HISTORY,
     CONF_MAX_ITERATIONS,
@@ -124,6 +125,7 @@ class MajordomeEntity(Entity):
         self.entry.runtime_data.last_turn = trace
         length_before = len(chat_log.content)
         response = intent.IntentResponse(language=user_input.language)
+        author = memory.AUTHOR.set(await onboarding.async_author(self.hass, user_input))
         try:
             self._screen_by_rules(user_input, chat_log, trace)
             turn = await self._async_prepare(user_input, chat_log, trace)
@@ -148,6 +150,7 @@ class MajordomeEntity(Entity):
             speech = await self._async_apologize(user_input, chat_log, err, trace, length_before)
             response.async_set_error(intent.IntentResponseErrorCode.UNKNOWN, speech)
         finally:
+            memory.AUTHOR.reset(author)
             _close_trace(trace)
         return conversation.ConversationResult(
             response=response,
@@ -380,20 +383,20 @@ class MajordomeEntity(Entity):
         last = chat_log.content[-1]
         if isinstance(last, conversation.UserContent) and last.content == user_input.text:
             chat_log.content.pop()
-        self.hass.bus.async_fire(
-            EVENT_UTTERANCE_IGNORED,
-            {
-                "text": user_input.text,
-                "reason": str(verdict.reason),
-                "stage": verdict.stage,
-                "detail": verdict.detail,
-                "agent_id": user_input.agent_id,
-                "device_id": user_input.device_id,
-                "conversation_id": chat_log.conversation_id,
-                "language": user_input.language,
-            },
-            context=user_input.context,
-        )
+        # The recorder stores events: what was overheard (and what of it matched) only
+        # if the user opts in.
+        event: dict[str, Any] = {
+            "reason": str(verdict.reason),
+            "stage": verdict.stage,
+            "length": len(user_input.text),
+            "agent_id": user_input.agent_id,
+            "device_id": user_input.device_id,
+            "conversation_id": chat_log.conversation_id,
+            "language": user_input.language,
+        }
+        if self.options.get(CONF_IGNORED_EVENT_TEXT, False):
+            event.update(text=user_input.text, detail=verdict.detail)
+        self.hass.bus.async_fire(EVENT_UTTERANCE_IGNORED, event, context=user_input.context)
         raise _Ignored
 
     # --- Memory (onboarding.py) ---------------------------------------------------

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from homeassistant.components import conversation
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 
 from . import backend, memory
 from .const import DOMAIN, LOGGER, MEMORY_TIMEOUT
@@ -61,15 +63,42 @@ async def async_read_introduction(
     if store.memory.onboarding is not Onboarding.ASKED:
         return False
     profile = None
-    if store.asked_in_conversation == chat_log.conversation_id:
+    written = store.written["profile"]
+    if store.asked_in_conversation == chat_log.conversation_id and may_write(store):
         store.asked_in_conversation = None
         profile = await _async_condense(client, turn, user_input.text)
+    if store.written["profile"] != written:
+        # The profile was written while the model condensed (a service, the options):
+        # that newer write wins.
+        LOGGER.debug("The profile changed meanwhile: the introduction is not stored")
+        return False
     if profile is None:
         # Not answered (or answered elsewhere): the question is never asked again.
         store.update(onboarding=Onboarding.DISMISSED)
         return False
     store.update(profile=profile, onboarding=Onboarding.DONE)
     return True
+
+
+async def async_author(
+    hass: HomeAssistant, user_input: conversation.ConversationInput
+) -> memory.Author:
+    """Who is behind a turn: a user, someone at a satellite, or no one (an automation)."""
+    if user_input.context and (user_id := user_input.context.user_id):
+        user = await hass.auth.async_get_user(user_id)
+        return (
+            memory.Author(name=user.name or "", user_id=user_id, person=True)
+            if user
+            else memory.NOBODY
+        )
+    if user_input.device_id and (device := dr.async_get(hass).async_get(user_input.device_id)):
+        return memory.Author(name=device.name_by_user or device.name or "", person=True)
+    return memory.NOBODY
+
+
+def may_write(store: MemoryStore) -> bool:
+    """Whether this turn may write memory: a person is behind it, or the option allows it."""
+    return memory.AUTHOR.get().person or store.automations_may_write
 
 
 async def _async_condense(
@@ -128,7 +157,7 @@ def maybe_schedule_summary(
     turn: PreparedTurn,
 ) -> None:
     """Every `every` user turns, re-summarise the dynamic memory in the background."""
-    if not store.summary_due(every):
+    if not may_write(store) or not store.summary_due(every):
         return
     store.summary_running = True
     store.entry.async_create_background_task(
@@ -145,11 +174,15 @@ async def _async_summarize(
     turn: PreparedTurn,
 ) -> None:
     """Replace the dynamic memory; on any failure keep the previous one."""
+    written = store.written["dynamic"]
     try:
         text = await _async_memory_task(
             client, turn, messages, memory.summary_request(store.memory.dynamic)
         )
-        if (dynamic := memory.parse_memory_text(text)) is not None:
+        if store.written["dynamic"] != written:
+            # Cleared or set while the model wrote: that newer write wins.
+            LOGGER.debug("The dynamic memory changed meanwhile: the summary is dropped")
+        elif (dynamic := memory.parse_memory_text(text)) is not None:
             store.update(dynamic=dynamic)
     except backend.BackendError as err:
         LOGGER.warning("Dynamic memory not updated (%s); the previous one is kept", err)

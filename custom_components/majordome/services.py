@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+import functools
 from typing import Any
 
 import voluptuous as vol
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import ServiceValidationError, Unauthorized, UnknownUser
 from homeassistant.helpers import config_validation as cv
 
-from .const import DOMAIN
-from .memory import Memory, MemoryStore, Onboarding
+from .const import DOMAIN, MAX_DYNAMIC_CHARS, MAX_FACT_CHARS, MAX_FACTS, MAX_PROFILE_CHARS
+from .memory import Author, Memory, MemoryStore, Onboarding
 from .models import MajordomeConfigEntry
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
@@ -71,11 +73,69 @@ def _as_response(memory: Memory) -> dict[str, Any]:
     return memory.as_data()
 
 
+type _Handler = Callable[[ServiceCall], Coroutine[Any, Any, ServiceResponse]]
+
+
+def _admin_only(handler: _Handler) -> _Handler:
+    """Admins only, as Home Assistant's own admin services (whose helper takes no response).
+
+    A call with no user behind it (an automation, a script, Home Assistant itself)
+    passes, as it does for them.
+    """
+
+    @functools.wraps(handler)
+    async def checked(call: ServiceCall) -> ServiceResponse:
+        if call.context.user_id:
+            user = await call.hass.auth.async_get_user(call.context.user_id)
+            if user is None:
+                raise UnknownUser(context=call.context)
+            if not user.is_admin:
+                raise Unauthorized(context=call.context)
+        return await handler(call)
+
+    return checked
+
+
+async def _async_author(call: ServiceCall) -> Author:
+    """The caller, noted with the facts it writes."""
+    if not (user_id := call.context.user_id):
+        return Author()
+    user = await call.hass.auth.async_get_user(user_id)
+    return Author(name=user.name or "" if user else "", user_id=user_id, person=True)
+
+
+def _too_long(what: str, limit: int) -> ServiceValidationError:
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="memory_too_long",
+        translation_placeholders={"what": what, "limit": str(limit)},
+    )
+
+
+def _check_caps(data: dict[str, Any]) -> None:
+    """Refuse, with a clear answer and writing nothing, what the memory cannot hold."""
+    for key, limit in ((ATTR_PROFILE, MAX_PROFILE_CHARS), (ATTR_DYNAMIC, MAX_DYNAMIC_CHARS)):
+        if len(data.get(key, "").strip()) > limit:
+            raise _too_long(key, limit)
+    facts = [fact for fact in data.get(ATTR_FACTS, ()) if fact.strip()]
+    if len(facts) > MAX_FACTS:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="memory_too_many_facts",
+            translation_placeholders={"count": str(len(facts)), "limit": str(MAX_FACTS)},
+        )
+    if any(len(" ".join(fact.split())) > MAX_FACT_CHARS for fact in facts):
+        raise _too_long("fact", MAX_FACT_CHARS)
+
+
+@_admin_only
 async def _async_get(call: ServiceCall) -> ServiceResponse:
     return _as_response(_store(call.hass, call).memory)
 
 
+@_admin_only
 async def _async_set(call: ServiceCall) -> ServiceResponse:
+    _check_caps(dict(call.data))
     store = _store(call.hass, call)
     changes: dict[str, Any] = {}
     if ATTR_PROFILE in call.data:
@@ -87,10 +147,11 @@ async def _async_set(call: ServiceCall) -> ServiceResponse:
     if ATTR_DYNAMIC in call.data:
         changes["dynamic"] = call.data[ATTR_DYNAMIC]
     if ATTR_FACTS in call.data:
-        changes["facts"] = tuple(fact.strip() for fact in call.data[ATTR_FACTS] if fact.strip())
-    return _as_response(store.update(**changes))
+        changes["facts"] = tuple(call.data[ATTR_FACTS])
+    return _as_response(store.update(author=await _async_author(call), **changes))
 
 
+@_admin_only
 async def _async_clear(call: ServiceCall) -> ServiceResponse:
     return _as_response(_store(call.hass, call).clear(call.data[ATTR_PART]))
 

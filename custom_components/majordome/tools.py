@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+import json
 import re
 from typing import Any
 
@@ -24,7 +25,7 @@ from homeassistant.util import dt as dt_util, slugify
 
 from . import compat
 from .const import DOMAIN, INVALID_ARGUMENTS_KEY, LOGGER, MAJORDOME_API_ID
-from .memory import MemoryStore
+from .memory import AUTHOR, MemoryStore, one_line
 from .prompt import base_language
 
 # Day and month names for the languages Majordome speaks; others get English.
@@ -129,7 +130,11 @@ class GetDateTool(MajordomeTool):
 
 
 class _MemoryTool(MajordomeTool):
-    """A tool that writes this entry's memory; takes one `fact`."""
+    """A tool that writes this entry's memory; takes one `fact`.
+
+    Only for a person (or when the household allows automations to write memory):
+    text an automation passes on (a message, a web page) cannot plant lasting notes.
+    """
 
     parameters = vol.Schema({vol.Required("fact"): vol.All(str, vol.Length(min=1))})
 
@@ -137,9 +142,17 @@ class _MemoryTool(MajordomeTool):
         """Write into this entry's memory."""
         self.store = store
 
-    def fact(self, tool_input: llm.ToolInput) -> str:
-        """The validated `fact` argument."""
-        return str(self.parameters(tool_input.tool_args)["fact"])
+    async def async_fact(
+        self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
+    ) -> str:
+        """The validated `fact` argument, once the writer is known to be allowed."""
+        if not (AUTHOR.get().person or self.store.automations_may_write):
+            raise HomeAssistantError(
+                await _async_sentence(hass, llm_context, "memory_not_from_automations")
+            )
+        if not (fact := one_line(self.parameters(tool_input.tool_args)["fact"])):
+            raise vol.Invalid("The fact holds no text that can be stored.")
+        return fact
 
 
 class RememberTool(_MemoryTool):
@@ -155,24 +168,35 @@ class RememberTool(_MemoryTool):
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
     ) -> Any:
         """Store the fact."""
-        fact = self.fact(tool_input)
-        self.store.remember(fact)
-        return compat.tool_result({"response_type": "action_done", "remembered": fact})
+        fact = await self.async_fact(hass, tool_input, llm_context)
+        remembered = self.store.remember(fact).facts[-1]
+        return compat.tool_result({"response_type": "action_done", "remembered": remembered})
 
 
 class ForgetTool(_MemoryTool):
-    """Drop facts the user wants forgotten."""
+    """Drop the fact the user wants forgotten."""
 
     name = "forget"
-    description = "Forget the remembered facts that contain the given words."
+    description = (
+        "Forget one remembered fact: give the fact, or words that only it contains. "
+        "When several facts match, none is forgotten and they are listed."
+    )
 
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
     ) -> Any:
-        """Remove the matching facts."""
-        if not (removed := self.store.forget(self.fact(tool_input))):
-            raise HomeAssistantError("No remembered fact matches that.")
-        return compat.tool_result({"response_type": "action_done", "forgotten": "; ".join(removed)})
+        """Remove the fact meant, if exactly one is."""
+        done = self.store.forget(await self.async_fact(hass, tool_input, llm_context))
+        if done.candidates:
+            candidates = "; ".join(json.dumps(fact, ensure_ascii=False) for fact in done.candidates)
+            raise HomeAssistantError(
+                await _async_sentence(hass, llm_context, "forget_ambiguous", facts=candidates)
+            )
+        if not done.removed:
+            raise HomeAssistantError(await _async_sentence(hass, llm_context, "forget_no_match"))
+        return compat.tool_result(
+            {"response_type": "action_done", "forgotten": "; ".join(done.removed)}
+        )
 
 
 MAJORDOME_TOOLS: tuple[type[llm.Tool], ...] = (GetTimeTool, GetDateTool)
