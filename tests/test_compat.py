@@ -109,6 +109,9 @@ async def test_no_deprecation_is_reported_about_majordome(
     reports = [
         record.getMessage()
         for record in caplog.records
-        if record.levelno >= logging.WARNING and "majordome" in record.getMessage().lower()
+        if record.levelno >= logging.WARNING
+        and "majordome" in record.getMessage().lower()
+        # asyncio's debug mode names a slow task (and so Majordome's) on a loaded machine
+        and not (record.name == "asyncio" and " took " in record.getMessage())
     ]
     assert reports == []
