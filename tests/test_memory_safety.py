@@ -437,3 +437,27 @@ async def test_a_profile_over_the_cap_is_refused_in_the_options(
     )
     assert result["errors"] == {"profile": "profile_too_long"}
     assert stored(entry)["profile"] == "The Durands."
+
+
+# --- A turn that outlives its entry (reconfigure, reload) -----------------------------
+
+
+async def test_a_turn_running_while_the_entry_unloads_still_ends_and_remembers(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, hass_admin_user: User
+) -> None:
+    """Found by `scripts/bench faults` (memory_vs_reconfigure): a turn finishing while the
+    entry reloaded read `entry.runtime_data` after Home Assistant had removed it."""
+    entry.runtime_data.memory.update(onboarding=Onboarding.DISMISSED)
+    held = asyncio.Event()
+    remember = tool_calls(("remember", {"fact": "Miso is the cat"}))
+    remember.hold = held
+    scripted.add(remember, text("Noted."))
+    answer = hass.async_create_task(converse(hass, entry, "remember Miso", user=hass_admin_user))
+    await scripted.wait_for_chat_requests(1)
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    held.set()
+    result = await answer
+
+    assert speech(result) == "Noted."
+    assert stored(entry)["facts"] == ["Miso is the cat"]

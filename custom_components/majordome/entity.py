@@ -99,6 +99,9 @@ class MajordomeEntity(Entity):
         """Attach to the agent's device."""
         self.entry = entry
         self.subentry = subentry
+        # Held for the entity's life: a turn still running while the entry reloads
+        # (reconfigure) ends on it, after Home Assistant removed the entry's.
+        self.runtime = entry.runtime_data
         self._attr_unique_id = subentry.subentry_id
         self._attr_device_info = dr.DeviceInfo(
             identifiers={(DOMAIN, subentry.subentry_id)},
@@ -108,7 +111,7 @@ class MajordomeEntity(Entity):
             entry_type=dr.DeviceEntryType.SERVICE,
         )
         # The entry's client, with this agent's patience.
-        self.client: openai.AsyncOpenAI = entry.runtime_data.client.with_options(
+        self.client: openai.AsyncOpenAI = self.runtime.client.with_options(
             timeout=float(subentry.data.get(CONF_TIMEOUT, DEFAULT_TIMEOUT))
         )
 
@@ -122,7 +125,7 @@ class MajordomeEntity(Entity):
     ) -> conversation.ConversationResult:
         """Answer one user message; failures become a short spoken sentence."""
         trace = TurnTrace()
-        self.entry.runtime_data.last_turn = trace
+        self.runtime.last_turn = trace
         length_before = len(chat_log.content)
         response = intent.IntentResponse(language=user_input.language)
         author = memory.AUTHOR.set(await onboarding.async_author(self.hass, user_input))
@@ -169,7 +172,7 @@ class MajordomeEntity(Entity):
         api = await tools.MajordomeAPI(
             self.hass,
             include_assist=options.get(CONF_LLM_HASS_API) == LLM_API_ASSIST,
-            memory=self.entry.runtime_data.memory,
+            memory=self.runtime.memory,
             utterance=user_input.text,
         ).async_get_api_instance(compat.llm_context(user_input, DOMAIN))
         extra_system_prompt = user_input.extra_system_prompt or chat_log.extra_system_prompt
@@ -179,7 +182,7 @@ class MajordomeEntity(Entity):
             options.get(CONF_PROMPT) or prompt.default_instructions(language),
             api.api_prompt,
             extra_system_prompt,
-            memory.prompt_block(self.entry.runtime_data.memory.memory, language),
+            memory.prompt_block(self.runtime.memory.memory, language),
         )
         chat_log.llm_api = api
         chat_log.extra_system_prompt = extra_system_prompt
@@ -376,7 +379,7 @@ class MajordomeEntity(Entity):
         LOGGER.debug(
             "Ignoring %r: %s (stage %d)", user_input.text[:200], verdict.reason, verdict.stage
         )
-        self.entry.runtime_data.ignored[str(verdict.reason)] += 1
+        self.runtime.ignored[str(verdict.reason)] += 1
         # The chat log got the utterance on its way in. Whoever opened the log (a
         # plain converse, HA's pipeline, the voice endpoint), an ignored one leaves
         # no trace in the history.
@@ -409,7 +412,7 @@ class MajordomeEntity(Entity):
     ) -> bool:
         """Whether this message answered the introduction question and became the profile."""
         return await onboarding.async_read_introduction(
-            self.entry.runtime_data.memory, self.client, chat_log, user_input, turn
+            self.runtime.memory, self.client, chat_log, user_input, turn
         )
 
     async def _async_remember(
@@ -420,7 +423,7 @@ class MajordomeEntity(Entity):
         reply: str,
     ) -> str:
         """Ask the introduction question once; re-summarise the dynamic memory every N turns."""
-        store = self.entry.runtime_data.memory
+        store = self.runtime.memory
         if onboarding.introduction_due(store.memory, user_input):
             question = await async_spoken_message(self.hass, user_input.language, "introduction")
             say = functools.partial(_async_say, chat_log, user_input.agent_id)
