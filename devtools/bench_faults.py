@@ -329,6 +329,7 @@ class Bench:
     probe: LagProbe
     log: ErrorLog
     token: str = ""
+    user_id: str | None = None  # the person the users speak as (memory is a person's)
     raised: int = 0  # exceptions raised to the bench (a caller of Home Assistant)
 
     @property
@@ -341,7 +342,7 @@ class Bench:
         try:
             async with asyncio.timeout(DEADLINE_S):
                 result = await conversation.async_converse(
-                    self.hass, said, conversation_id, Context(), language="en",
+                    self.hass, said, conversation_id, Context(user_id=self.user_id), language="en",
                     agent_id=self.entry.entry_id,
                 )  # fmt: skip
         except TimeoutError:
@@ -369,6 +370,7 @@ class Bench:
                 service,
                 {"config_entry_id": self.entry.entry_id, **data},
                 blocking=True,
+                context=Context(user_id=self.user_id),
                 return_response=True,
             )
         except Exception as err:  # noqa: BLE001 - an exception that reached the caller: counted
@@ -560,6 +562,7 @@ async def async_first_life(setup: Setup) -> None:
         with _probed(setup) as (log, probe):
             bench = Bench(hass, entry, setup.outside, setup.server, probe, log)
             bench.token = hass.auth.async_create_access_token(refresh)
+            bench.user_id = user.id
             # Startup's stalls are not the faults': a first turn on each path, with a tool
             # call, warms up what Home Assistant loads once (intents, tools, chat logs);
             # then an idle window is the baseline.
