@@ -38,6 +38,7 @@ import openai
 from custom_components.majordome import compat, prompt as majordome_prompt, tools as majordome_tools
 from custom_components.majordome.backend import StreamStats, async_stream_completion
 from custom_components.majordome.const import (
+    CONF_LOCAL_INTENTS,
     CONF_MAX_TOKENS,
     CONF_MEMORY_EVERY,
     CONF_TEMPERATURE,
@@ -223,7 +224,11 @@ async def async_overhead(args: argparse.Namespace, config_dir: Path) -> dict[str
             progress(f"house: {entities} exposed entities")
             # No background memory summaries: they would take scripted replies.
             entry = await async_create_entry(
-                hass, server.url, "scripted-model", {CONF_MEMORY_EVERY: 0}
+                hass,
+                server.url,
+                "scripted-model",
+                # Every turn goes to the model: that is the path measured.
+                {CONF_MEMORY_EVERY: 0, CONF_LOCAL_INTENTS: False},
             )
             overheads: list[float] = []
             prepares: list[float] = []

@@ -102,6 +102,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from custom_components.majordome.const import (
+    CONF_LOCAL_INTENTS,
     CONF_MEMORY_EVERY,
     CONF_STT_SERVER,
     CONF_TEMPERATURE,
@@ -336,6 +337,7 @@ async def async_create_voice_entry(
         model,
         {
             CONF_MEMORY_EVERY: 0,  # no background summary taking scripted replies
+            CONF_LOCAL_INTENTS: False,  # the model's path is the one measured
             CONF_STT_SERVER: f"{servers.whisper.host}:{servers.whisper.port}",
             CONF_TTS_SERVER: f"{servers.piper.host}:{servers.piper.port}",
             CONF_TTS_VOICE: VOICE,

@@ -29,7 +29,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from wyoming.error import Error as WyomingErrorEvent
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import CONF_MEMORY_EVERY
+from custom_components.majordome.const import CONF_LOCAL_INTENTS, CONF_MEMORY_EVERY
 from custom_components.majordome.memory import Onboarding
 from devtools.bench_voice import STT_METADATA
 from devtools.house import async_setup_house
@@ -55,8 +55,13 @@ _VARYING = frozenset({"stt-vad-start", "stt-vad-end", "intent-progress"})
 CHUNK_BYTES = 640  # 20 ms of 16 kHz s16le mono
 PIPELINE_TIMEOUT_S = 30.0
 SPOKEN_COMMAND = "turn on the kitchen light"  # what piper says for the tests (conftest)
-# No background memory summary: it would take replies meant for the turns.
-VOICE_ENTRY_OPTIONS: dict[str, Any] = {**DEFAULT_OPTIONS, CONF_MEMORY_EVERY: 0}
+# No background memory summary: it would take replies meant for the turns. The model
+# takes every turn (not Home Assistant's own sentences: test_local).
+VOICE_ENTRY_OPTIONS: dict[str, Any] = {
+    **DEFAULT_OPTIONS,
+    CONF_MEMORY_EVERY: 0,
+    CONF_LOCAL_INTENTS: False,
+}
 
 
 @dataclass(frozen=True)

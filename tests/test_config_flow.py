@@ -17,6 +17,7 @@ from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_LLM_HASS_API,
+    CONF_LOCAL_INTENTS,
     CONF_MAX_HISTORY,
     CONF_MAX_ITERATIONS,
     CONF_MAX_TOKENS,
@@ -554,6 +555,7 @@ NEW_OPTIONS: dict[str, Any] = {
     CONF_MAX_HISTORY: 0,
     CONF_TIMEOUT: 30,
     CONF_MEMORY_EVERY: 3,
+    CONF_LOCAL_INTENTS: False,
     CONF_SCREEN_VOICE: False,
     CONF_SCREEN_TYPED: True,
     CONF_SCREEN_LLM: True,

@@ -16,7 +16,11 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import CONF_MAX_HISTORY, CONF_MAX_ITERATIONS
+from custom_components.majordome.const import (
+    CONF_LOCAL_INTENTS,
+    CONF_MAX_HISTORY,
+    CONF_MAX_ITERATIONS,
+)
 from custom_components.majordome.tools import SPEECH_KEY
 from devtools.house import async_setup_house
 from devtools.scripted_server import Reply, ScriptedServer, error, text, tool_calls
@@ -155,8 +159,8 @@ async def test_parallel_calls_in_one_step(
 
 @pytest.fixture
 def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Options per test, through indirect parametrisation."""
-    return {**DEFAULT_OPTIONS, **getattr(request, "param", {})}
+    """Options per test, through indirect parametrisation; the model takes every turn."""
+    return {**DEFAULT_OPTIONS, CONF_LOCAL_INTENTS: False, **getattr(request, "param", {})}
 
 
 @pytest.mark.parametrize("entry_options", [{CONF_MAX_ITERATIONS: 3}], indirect=True)

@@ -15,7 +15,12 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 import pytest_socket
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import CONF_MAX_TOKENS, CONF_TEMPERATURE, CONF_TIMEOUT
+from custom_components.majordome.const import (
+    CONF_LOCAL_INTENTS,
+    CONF_MAX_TOKENS,
+    CONF_TEMPERATURE,
+    CONF_TIMEOUT,
+)
 from devtools.house import async_setup_house
 from devtools.llm import LocalLlmServer
 from homeassistant.auth.models import User
@@ -48,7 +53,13 @@ async def real_entry(
     entry = majordome_entry(
         llm_server.base_url,
         # A slow CI machine may take a minute to read the first prompt.
-        {**DEFAULT_OPTIONS, CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: 96, CONF_TIMEOUT: 600},
+        {
+            **DEFAULT_OPTIONS,
+            CONF_LOCAL_INTENTS: False,
+            CONF_TEMPERATURE: 0.0,
+            CONF_MAX_TOKENS: 96,
+            CONF_TIMEOUT: 600,
+        },
         model=llm_server.model,
     )
     entry.add_to_hass(hass)

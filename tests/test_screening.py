@@ -17,6 +17,7 @@ from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
+    CONF_LOCAL_INTENTS,
     CONF_MEMORY_EVERY,
     CONF_SCREEN_LLM,
     CONF_SCREEN_TYPED,
@@ -37,7 +38,12 @@ SATELLITE = "satellite-kitchen"
 @pytest.fixture
 def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     """No background memory summary here: it would take replies meant for the turns."""
-    return {**DEFAULT_OPTIONS, CONF_MEMORY_EVERY: 0, **getattr(request, "param", {})}
+    return {
+        **DEFAULT_OPTIONS,
+        CONF_MEMORY_EVERY: 0,
+        CONF_LOCAL_INTENTS: False,  # the model takes every turn
+        **getattr(request, "param", {}),
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,12 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.majordome import prompt
 from custom_components.majordome.backend import MAX_REPLY_BYTES
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
-from custom_components.majordome.const import CONF_MEMORY_FROM_AUTOMATIONS, CONF_TIMEOUT, MEMORY_KEY
+from custom_components.majordome.const import (
+    CONF_LOCAL_INTENTS,
+    CONF_MEMORY_FROM_AUTOMATIONS,
+    CONF_TIMEOUT,
+    MEMORY_KEY,
+)
 from custom_components.majordome.tools import SPEECH_KEY
 from devtools.scripted_server import (
     Reply,
@@ -55,8 +60,9 @@ def sentence(kind: str, language: str = "en") -> str:
 
 @pytest.fixture
 def entry_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The default options, with overrides from indirect parametrization."""
-    return {**DEFAULT_OPTIONS, **getattr(request, "param", {})}
+    """The default options (the model takes every turn), with overrides from indirect
+    parametrization."""
+    return {**DEFAULT_OPTIONS, CONF_LOCAL_INTENTS: False, **getattr(request, "param", {})}
 
 
 # Tests that use `remember` as an example tool, called with no user (as an automation).

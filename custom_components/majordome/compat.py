@@ -12,6 +12,10 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
   are only offered where it does not.
 - Chat sessions: an owner context from 2026.11; a second turn in a busy conversation raises
   `ConversationBusyError` from 2026.11.
+- Home Assistant's own intents (the local stage): `conversation.async_handle_intents`
+  takes the chat log from 2026.x (and records its tool call and result there), not in
+  2025.4. The pipeline's "prefer handling commands locally" leaves its failed attempt and
+  the question a second time in the chat log on 2026.x (`drop_pipeline_attempt`).
 - Devices: moved onto a config subentry with `add_`/`remove_config_subentry_id` until
   2025.6, `new_config_subentry_id` later; found by identifier with `async_get_device`
   until 2026.9, `async_get_device_by_identifier` (scoped to one entry) later. The former
@@ -20,15 +24,17 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 import dataclasses
 import inspect
 from typing import Any
 
+from hassil.recognize import RecognizeResult
+
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import chat_session, device_registry as dr, llm
+from homeassistant.helpers import chat_session, device_registry as dr, intent, llm
 from homeassistant.util.json import JsonObjectType
 
 from .const import LOGGER
@@ -229,6 +235,87 @@ def chat_log_is_live(chat_log: conversation.ChatLog) -> bool:
 # an answer: after no reply at all, and after a cancelled turn. Neither is the model's
 # nor the user's words; a small model shown them copies them.
 TURN_NOTES: frozenset[str] = frozenset({"(no response)", "Error: CancelledError"})
+
+
+# --- Home Assistant's own intents -------------------------------------------------
+
+_INTENTS_TAKE_CHAT_LOG = (
+    "chat_log" in inspect.signature(conversation.async_handle_intents).parameters
+)
+
+
+async def async_handle_intents(
+    hass: HomeAssistant,
+    user_input: conversation.ConversationInput,
+    chat_log: conversation.ChatLog,
+    intent_filter: Callable[[RecognizeResult], bool],
+) -> intent.IntentResponse | None:
+    """Home Assistant's strict sentence matching on exposed entities, run if it matched.
+
+    What the pipeline's "prefer handling commands locally" calls. From 2026.x it records
+    the intent as a tool call and its result in the chat log; 2025.4 records nothing.
+    """
+    handle: Callable[..., Awaitable[intent.IntentResponse | None]] = (
+        conversation.async_handle_intents
+    )
+    args = (hass, user_input, chat_log) if _INTENTS_TAKE_CHAT_LOG else (hass, user_input)
+    return await handle(*args, intent_filter=intent_filter)
+
+
+def pipeline_tried_locally(hass: HomeAssistant, context: Context) -> bool:
+    """Whether an Assist pipeline that prefers local commands runs this turn.
+
+    Such a pipeline ran Home Assistant's own matching before calling the agent, and
+    called it only because nothing matched. Its runs are found by the context they give
+    the agent (the same structure on every release, kept by `assist_pipeline`).
+    """
+    data = hass.data.get("assist_pipeline")
+    runs = getattr(getattr(data, "pipeline_runs", None), "_pipeline_runs", None)
+    if not isinstance(runs, dict):
+        return False
+    return any(
+        getattr(run, "context", None) is not None
+        and run.context.id == context.id
+        and getattr(run.pipeline, "prefer_local_intents", False)
+        for by_id in runs.values()
+        for run in by_id.values()
+    )
+
+
+def drop_pipeline_attempt(chat_log: conversation.ChatLog, text: str) -> bool:
+    """Remove what a pipeline's failed local attempt left in the chat log; say if it did.
+
+    On 2026.x the pipeline opens the chat log with the question, its attempt adds an
+    intent call and its (failed) result, then the agent's own chat log adds the question
+    again: [question, call, result, question] becomes [question].
+    """
+    content = chat_log.content
+    last = len(content) - 1
+    if last < 1 or not _is_question(content[last], text):
+        return False
+    first = last - 1
+    while first > 0 and _is_external_step(content[first]):
+        first -= 1
+    if not _is_question(content[first], text):
+        return False
+    del content[first + 1 :]
+    return True
+
+
+def _is_question(content: conversation.Content, text: str) -> bool:
+    return isinstance(content, conversation.UserContent) and content.content == text
+
+
+def _is_external_step(content: conversation.Content) -> bool:
+    """An intent Home Assistant ran itself: its call (external) or its result."""
+    if isinstance(content, conversation.ToolResultContent):
+        return True
+    return (
+        isinstance(content, conversation.AssistantContent)
+        and not content.content
+        and bool(content.tool_calls)
+        and all(getattr(call, "external", False) for call in content.tool_calls or ())
+    )
 
 
 # --- Devices ---------------------------------------------------------------------

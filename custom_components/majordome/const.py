@@ -59,6 +59,10 @@ MAX_FACT_CHARS: Final = 200
 # write memory (off: only people do, so text fed to an automation cannot persist).
 CONF_MEMORY_FROM_AUTOMATIONS: Final = "memory_from_automations"
 
+# The local stage: Home Assistant's own sentences before any model call (local.py)
+CONF_LOCAL_INTENTS: Final = "local_intents"
+DEFAULT_LOCAL_INTENTS: Final = True
+
 # Metacognition: screening utterances before any LLM call
 CONF_SCREEN_VOICE: Final = "screen_voice"  # screen what satellites transcribed
 CONF_SCREEN_TYPED: Final = "screen_typed"  # screen typed text too

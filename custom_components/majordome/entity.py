@@ -1,6 +1,7 @@
 """One turn of conversation: the place where the parts of the brain meet.
 
-metacognition (drop what was not meant for us) -> prompt (stable system prompt, memory
+metacognition (drop what was not meant for us) -> local (Home Assistant's own sentences
+answer the commands it recognises exactly, in milliseconds) -> prompt (stable system prompt, memory
 last) -> tools (one llm.API) -> backend (a stream of deltas) -> the chat log runs the
 tool calls -> back to the model until it answers -> onboarding (the introduction
 question, the re-summary of the dynamic memory).
@@ -26,12 +27,13 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, intent, translation
 from homeassistant.helpers.entity import Entity
 
-from . import backend, compat, memory, metacognition, onboarding, prompt, tools
+from . import backend, compat, local, memory, metacognition, onboarding, prompt, tools
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
     CONF_IGNORED_EVENT_TEXT,
     CONF_LLM_HASS_API,
+    CONF_LOCAL_INTENTS,
     CONF_MAX_HISTORY,
     CONF_MAX_ITERATIONS,
     CONF_MAX_TOKENS,
@@ -43,6 +45,7 @@ from .const import (
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
     DEFAULT_ALLOWED_SCRIPTS,
+    DEFAULT_LOCAL_INTENTS,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_MAX_TOKENS,
@@ -131,14 +134,9 @@ class MajordomeEntity(Entity):
         author = memory.AUTHOR.set(await onboarding.async_author(self.hass, user_input))
         try:
             self._screen_by_rules(user_input, chat_log, trace)
-            turn = await self._async_prepare(user_input, chat_log, trace)
-            await self._async_screen_with_model(user_input, chat_log, turn, trace)
-            if await self._async_read_introduction(user_input, chat_log, turn):
-                speech = await self._async_answer(user_input, chat_log, ("profile_saved", ""))
-            else:
-                answer = await self._async_tool_loop(user_input, chat_log, turn, trace)
-                speech = await self._async_answer(user_input, chat_log, answer)
-                speech = await self._async_remember(user_input, chat_log, turn, speech)
+            speech = await self._async_try_locally(user_input, chat_log, trace)
+            if speech is None:
+                speech = await self._async_model_turn(user_input, chat_log, trace)
             response.async_set_speech(speech)
         except asyncio.CancelledError:
             # Home Assistant 2026.11 keeps a cancelled turn in its live chat log (and
@@ -160,6 +158,49 @@ class MajordomeEntity(Entity):
             conversation_id=chat_log.conversation_id,
             continue_conversation=chat_log.continue_conversation,
         )
+
+    async def _async_try_locally(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        trace: TurnTrace,
+    ) -> str | None:
+        """Home Assistant's own sentences first: what it said when it handled the command.
+
+        Its answer is said (streamed) into the chat log like the model's, so a follow-up
+        has it as history; None: the model takes the turn.
+        """
+        # On 2026.x, a pipeline's failed local attempt is left in the chat log.
+        pipeline_tried = compat.drop_pipeline_attempt(chat_log, user_input.text)
+        if not self.options.get(CONF_LOCAL_INTENTS, DEFAULT_LOCAL_INTENTS):
+            trace.local = local.LocalOutcome.OFF
+            return None
+        if pipeline_tried:
+            trace.local = local.LocalOutcome.PIPELINE
+            return None
+        started = time.monotonic()
+        result = await local.async_try(self.hass, user_input, chat_log)
+        trace.local_s = time.monotonic() - started
+        trace.local, trace.local_intent = result.outcome, result.intent
+        if result.outcome is not local.LocalOutcome.HANDLED:
+            return None
+        answer = ("", result.speech) if result.speech else ("done", "")
+        return await self._async_answer(user_input, chat_log, answer)
+
+    async def _async_model_turn(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        trace: TurnTrace,
+    ) -> str:
+        """The model's turn: prompt, screening by a model, tools, memory; its answer."""
+        turn = await self._async_prepare(user_input, chat_log, trace)
+        await self._async_screen_with_model(user_input, chat_log, turn, trace)
+        if await self._async_read_introduction(user_input, chat_log, turn):
+            return await self._async_answer(user_input, chat_log, ("profile_saved", ""))
+        answer = await self._async_tool_loop(user_input, chat_log, turn, trace)
+        speech = await self._async_answer(user_input, chat_log, answer)
+        return await self._async_remember(user_input, chat_log, turn, speech)
 
     async def _async_prepare(
         self,
@@ -203,7 +244,7 @@ class MajordomeEntity(Entity):
             },
             turn_start=len(chat_log.content),
         )
-        trace.prepare_s = time.monotonic() - trace.started - trace.screen_s
+        trace.prepare_s = time.monotonic() - trace.started - trace.screen_s - trace.local_s
         return turn
 
     async def _async_tool_loop(
@@ -527,9 +568,13 @@ def _close_trace(trace: TurnTrace) -> None:
     """Note the turn's total time, and log where it went."""
     trace.total_s = time.monotonic() - trace.started
     LOGGER.debug(
-        "Turn: %.3fs total, %.3fs screening, %.3fs preparing, %d call(s) %s, %.3fs overhead",
+        "Turn: %.3fs total, %.3fs screening, local %s (%s) in %.3fs, %.3fs preparing, "
+        "%d call(s) %s, %.3fs overhead",
         trace.total_s,
         trace.screen_s,
+        trace.local,
+        trace.local_intent,
+        trace.local_s,
         trace.prepare_s,
         len(trace.completions),
         [

@@ -30,6 +30,9 @@ class TurnTrace:
     completions: list[StreamStats] = field(default_factory=list)
     total_s: float = 0.0
     screen_s: float = 0.0  # metacognition, both stages
+    local: str | None = None  # what the local stage did (local.LocalOutcome), None: not reached
+    local_intent: str | None = None  # the intent Home Assistant ran, when it handled the turn
+    local_s: float = 0.0  # Home Assistant's own matching (and the intent, when it ran)
     error: str | None = None
 
     @property

@@ -1,0 +1,82 @@
+"""The local stage: Home Assistant's own sentences, before any model call.
+
+A command Home Assistant recognises exactly (strict matching on exposed entities, what
+the pipeline's "prefer handling commands locally" runs) is carried out by Home
+Assistant and answered in its words, in the user's language, in milliseconds. Anything
+else goes on to the model, with the chat log as it was: no match, a matching error, and
+Home Assistant's failure answers ("An unexpected error occurred") are never heard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hassil.recognize import RecognizeResult
+
+from homeassistant.components import conversation
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import intent
+
+from . import compat
+from .const import LOGGER
+
+
+class LocalOutcome(StrEnum):
+    """What the local stage did with a turn (recorded in the turn's trace)."""
+
+    HANDLED = "handled"
+    NO_MATCH = "no_match"
+    FAILED = "failed"  # matched, but Home Assistant answered with an error
+    ERROR = "error"  # the matching itself raised
+    PIPELINE = "pipeline"  # the Assist pipeline already tried locally
+    OFF = "off"
+
+
+# Sentences Home Assistant matches that are not about the house: a greeting answered
+# "Hello from Home Assistant." (HassRespond), "never mind" (HassNevermind, which says
+# nothing). The model (or the screening) answers those in the butler's voice.
+NOT_COMMANDS: frozenset[str] = frozenset({"HassRespond", "HassNevermind"})
+
+
+def _not_a_command(result: RecognizeResult) -> bool:
+    """Home Assistant's intent filter: True drops the match."""
+    return result.intent.name in NOT_COMMANDS
+
+
+@dataclass
+class LocalResult:
+    """The outcome, and when handled: what Home Assistant said and which intent ran."""
+
+    outcome: LocalOutcome
+    speech: str = ""
+    intent: str | None = None
+
+
+async def async_try(
+    hass: HomeAssistant, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
+) -> LocalResult:
+    """Let Home Assistant handle the command if it recognises it exactly.
+
+    Handled: the speech is Home Assistant's (may be empty: the caller says "Done"), and
+    the chat log holds what 2026.x records of the intent. Otherwise the chat log is as
+    it was, and the turn goes on to the model.
+    """
+    if compat.pipeline_tried_locally(hass, user_input.context):
+        return LocalResult(LocalOutcome.PIPELINE)
+    length = len(chat_log.content)
+    try:
+        response = await compat.async_handle_intents(hass, user_input, chat_log, _not_a_command)
+    except Exception:  # noqa: BLE001 - the model takes the turn instead
+        LOGGER.debug("Local intent matching failed for %r", user_input.text[:200], exc_info=True)
+        del chat_log.content[length:]
+        return LocalResult(LocalOutcome.ERROR)
+    if response is None or response.response_type is intent.IntentResponseType.ERROR:
+        del chat_log.content[length:]
+        if response is None:
+            return LocalResult(LocalOutcome.NO_MATCH)
+        LOGGER.debug("Home Assistant failed %r (%s)", user_input.text[:200], response.error_code)
+        return LocalResult(LocalOutcome.FAILED)
+    speech = str(response.speech.get("plain", {}).get("speech", ""))
+    name = response.intent.intent_type if response.intent else None
+    return LocalResult(LocalOutcome.HANDLED, speech, name)
