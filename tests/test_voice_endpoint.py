@@ -27,6 +27,7 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.majordome import compat
 from custom_components.majordome.const import (
+    CONF_LOCAL_INTENTS,
     CONF_STT_SERVER,
     CONF_TTS_SERVER,
     CONF_TTS_VOICE,
@@ -37,6 +38,7 @@ from custom_components.majordome.const import (
 from custom_components.majordome.memory import Onboarding
 from custom_components.majordome.voice import endpoint, wyoming_client
 from custom_components.majordome.voice.wyoming_client import SpeechErrorKind
+from devtools.house import async_setup_house
 from devtools.scripted_server import ScriptedServer, error, text
 from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.components import conversation
@@ -44,6 +46,7 @@ from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.chat_session import ChatSession
+from homeassistant.setup import async_setup_component
 
 from .helpers import MODEL, agent_data, running_wyoming, user_messages
 from .pipeline_helpers import VOICE_ENTRY_OPTIONS
@@ -79,9 +82,10 @@ def voice_options(stt: str | None, tts: str | None) -> dict[str, Any]:
 
 
 @pytest.fixture
-def entry_options(speech_server: ScriptedWyoming) -> dict[str, Any]:
-    """One server for STT and TTS."""
-    return voice_options(speech_server.address, speech_server.address)
+def entry_options(request: pytest.FixtureRequest, speech_server: ScriptedWyoming) -> dict[str, Any]:
+    """One server for STT and TTS (overrides from indirect parametrization)."""
+    options = voice_options(speech_server.address, speech_server.address)
+    return {**options, **getattr(request, "param", {})}
 
 
 class VoiceClient:
@@ -310,6 +314,33 @@ async def test_spoken_request_is_transcribed_then_answered(
     assert speech_server.audio_received == 5 * 3200
     assert scripted.chat_requests[-1]["messages"][-1]["content"] == "is the kitchen light on"
     assert [s.text for s in speech_server.synthesized] == ["It is on."]
+
+
+@pytest.fixture
+async def house(hass: HomeAssistant) -> None:
+    """The demo house, set up before the HTTP server starts (it adds views)."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    await async_setup_house(hass, "demo")
+
+
+@pytest.mark.parametrize("entry_options", [{CONF_LOCAL_INTENTS: True}], indirect=True)
+async def test_a_command_home_assistant_knows_is_answered_without_the_model(
+    hass: HomeAssistant,
+    house: None,
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    speech_server: ScriptedWyoming,
+) -> None:
+    """The local stage at this door too: Home Assistant acts and its answer is spoken."""
+    speech_server.transcript = "turn on the kitchen light"
+
+    await voice.speak()
+    end = await voice.until("reply_end")
+
+    assert hass.states.get("light.kitchen_light").state == "on"
+    assert end["text"]
+    assert [s.text for s in speech_server.synthesized] == [end["text"]]
+    assert scripted.chat_requests == []
 
 
 async def test_a_sentence_added_after_the_stream_is_spoken_too(
