@@ -38,7 +38,6 @@ from .browser_helpers import (
     chromium,
     start_demo,
 )
-from .helpers import TURN_ON_TOOL
 
 pytestmark = pytest.mark.real_llm
 
@@ -146,7 +145,7 @@ def test_scripts_ask_streams_the_reply_and_the_change(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"[tool] {TURN_ON_TOOL}(" in result.stdout
+    assert "Reply: " in result.stdout  # Home Assistant's own answer (the local stage)
     assert "States changed: Kitchen Light: off -> on" in result.stdout
     assert asyncio.run(async_state(demo.connection, KITCHEN)) == "on"
 
@@ -307,7 +306,6 @@ async def test_assist_dialog_in_chromium(socket_enabled: None, demo: RunningDemo
         assert not reply.startswith("{")
         assert not reply.startswith("Sorry"), reply
         assert await async_state(connection, KITCHEN) == "on"
-        assert TURN_ON_TOOL in _tool_calls(events)
         assert _intent_speech(events) == reply
         await async_close_dialog(page)
         for _ in range(50):  # the frontend applies the state_changed event it was pushed
@@ -328,6 +326,7 @@ async def test_assist_dialog_in_french(socket_enabled: None, demo: RunningDemo) 
     dialog shows Majordome's French answer, whatever its luck.
     """
     connection = demo.connection
+    await async_set_state(connection, KITCHEN, on=False)
     async with chromium() as browser:
         page = await async_login(browser, connection)
         mark = len(demo.log)
@@ -340,7 +339,8 @@ async def test_assist_dialog_in_french(socket_enabled: None, demo: RunningDemo) 
     [intent_start] = [e["data"] for e in events if e["type"] == "intent-start"]
     assert intent_start["language"] == "fr"
     assert intent_start["engine"] == AGENT_ID
-    assert _tool_calls(events)
+    # The model's tool call, or Home Assistant's own sentence (the local stage).
+    assert _tool_calls(events) or await async_state(connection, KITCHEN) == "on"
     assert _intent_speech(events) == reply
     assert not reply.startswith(("{", "Sorry")), reply  # an apology would be "Désolé"
 
