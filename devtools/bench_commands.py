@@ -76,7 +76,12 @@ from typing import Any
 import openai
 import yaml
 
-from custom_components.majordome.const import CONF_MEMORY_EVERY, CONF_TEMPERATURE, CONF_TIMEOUT
+from custom_components.majordome.const import (
+    CONF_LOCAL_INTENTS,
+    CONF_MEMORY_EVERY,
+    CONF_TEMPERATURE,
+    CONF_TIMEOUT,
+)
 from custom_components.majordome.memory import Memory
 from custom_components.majordome.models import MajordomeConfigEntry
 from devtools.bench_common import (
@@ -810,6 +815,7 @@ async def async_commands(
                     CONF_TEMPERATURE: 0.0,
                     CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
                     CONF_MEMORY_EVERY: 0,  # no background summaries between cases
+                    CONF_LOCAL_INTENTS: False,  # the model's score, as published
                 },
                 api_key=api_key,
             )

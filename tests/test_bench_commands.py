@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.majordome.config_flow import DEFAULT_OPTIONS
+from custom_components.majordome.const import CONF_LOCAL_INTENTS
 from devtools.bench_commands import (
     CATEGORIES,
     DEFAULT_SUITE,
@@ -247,6 +249,12 @@ def test_a_failed_turn_refuses_nothing(tmp_path: Path) -> None:
 
 
 # --- The runner, end to end on the scripted server ------------------------------------
+
+
+@pytest.fixture
+def entry_options() -> dict[str, Any]:
+    """The default options; the model takes every turn (not Home Assistant's sentences)."""
+    return {**DEFAULT_OPTIONS, CONF_LOCAL_INTENTS: False}
 
 
 @pytest.fixture

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.majordome.config_flow import DEFAULT_OPTIONS
+from custom_components.majordome.const import CONF_LOCAL_INTENTS
 from devtools.house import async_setup_house
 from devtools.scripted_server import ScriptedServer, error, text, tool_calls
 from homeassistant.auth.models import User
@@ -24,6 +27,12 @@ from .helpers import converse, speech
 
 STREAM_RESPONSE_CHARS = 60  # Home Assistant's threshold (assist_pipeline)
 LONG = "The kitchen light has been on since this morning, and it is quite bright now."
+
+
+@pytest.fixture
+def entry_options() -> dict[str, Any]:
+    """The default options; the model takes every turn (not Home Assistant's sentences)."""
+    return {**DEFAULT_OPTIONS, CONF_LOCAL_INTENTS: False}
 
 
 def heard(deltas: list[dict[str, Any]], final_speech: str) -> str:
