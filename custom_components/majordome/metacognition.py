@@ -423,6 +423,7 @@ def screen_rules(text: str, allowed_scripts: frozenset[str] = DEFAULT_SCRIPTS) -
 
     `allowed_scripts` holds names from SCRIPTS. See the module docstring for the policy.
     """
+    text = text[:MAX_UTTERANCE_CHARS]  # a longer message is refused before: see entity.py
     if not text or text.isspace():
         return _drop(Reason.EMPTY, "")
     if _MUSIC_RE.search(text):
@@ -431,7 +432,6 @@ def screen_rules(text: str, allowed_scripts: frozenset[str] = DEFAULT_SCRIPTS) -
         return _drop(Reason.HALLUCINATION, "url")
     if _CREDIT_RE.match(text):
         return _drop(Reason.HALLUCINATION, "credit")
-    text = text[:MAX_UTTERANCE_CHARS]  # longer ones are refused before: see conversation.py
     spoken, markers = strip_markers(text)
     normalized = normalize(spoken)
     if not normalized:

@@ -207,11 +207,15 @@ class MajordomeAPIInstance(llm.APIInstance):
             real_name := compat.tool_named(tool_input.tool_name, tool_names)
             or _tool_meant(tool_input.tool_name, tool_names)
         ):
-            LOGGER.debug("No tool named %s: calling %s", tool_input.tool_name, real_name)
+            LOGGER.debug(
+                "No tool named %s: calling %s", tool_input.tool_name[:MAX_ECHOED_NAME], real_name
+            )
             tool_input = llm.ToolInput(
                 tool_name=real_name, tool_args=tool_input.tool_args, id=tool_input.id
             )
         if tool_input.tool_name not in tool_names:
+            # The model's text, echoed back to it: a few words, not whatever it sent.
+            shown = tool_input.tool_name[:MAX_ECHOED_NAME]
             hint = ""
             if _exposed_names(self.api.hass, tool_input.tool_name):
                 # Small models put the device's name where the tool's name goes.
@@ -220,12 +224,11 @@ class MajordomeAPIInstance(llm.APIInstance):
                     for name in ("HassTurnOn", "HassTurnOff")
                 )
                 hint = (
-                    f" {tool_input.tool_name!r} is a device, not a tool: pass it as the "
+                    f" {shown!r} is a device, not a tool: pass it as the "
                     f"`name` argument of a tool such as {turn_on} or {turn_off}."
                 )
             raise HomeAssistantError(
-                f"There is no tool named {tool_input.tool_name!r}.{hint} "
-                f"The tools are: {', '.join(tool_names)}."
+                f"There is no tool named {shown!r}.{hint} The tools are: {', '.join(tool_names)}."
             )
         arguments = _said_settings(
             tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
@@ -260,6 +263,8 @@ class MajordomeAPIInstance(llm.APIInstance):
             )
         return result
 
+
+MAX_ECHOED_NAME = 64  # characters of an unknown tool's name said back to the model
 
 # Targets less specific than a name, then than an area.
 _BROADER_THAN_NAME = ("area", "floor", "device_class")
