@@ -427,17 +427,24 @@ async def test_failure_after_tool_keeps_history_well_formed(
 
 # --- Unusual user messages --------------------------------------------------------
 
+TOO_LONG = "That message is too long for me (over 4000 characters). Please say it in fewer words."
+
 
 async def test_huge_user_message(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
+    """Refused without reaching the model; the next turn's prompt holds no trace of it."""
     message = "Please read this. " + "blah " * 20_000
     assert len(message) > 100_000
-    scripted.add(text("That was long."))
     result = await converse(hass, entry, message)
-    assert speech(result) == "That was long."
-    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
-    assert scripted.chat_requests[-1]["messages"][-1] == {"role": "user", "content": message}
+    assert speech(result) == TOO_LONG
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert scripted.chat_requests == []
+
+    scripted.add(text("Hello."))
+    await converse(hass, entry, "hi", result.conversation_id)
+    assert len(json.dumps(scripted.chat_requests[-1]["messages"])) < 20_000
+    assert scripted.chat_requests[-1]["messages"][-1] == {"role": "user", "content": "hi"}
 
 
 async def test_empty_user_message(

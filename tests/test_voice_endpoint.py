@@ -1055,35 +1055,37 @@ def invented_names(size: int) -> str:
     return " ".join(words)
 
 
-async def test_a_100_kb_message_is_answered(
+async def test_a_100_kb_message_is_refused(
     voice: VoiceClient, scripted: ScriptedServer, speech_server: ScriptedWyoming
 ) -> None:
+    """Over MAX_UTTERANCE_CHARS: a clear answer, no model call, the connection goes on."""
     big = f"Please remember these names: {invented_names(100_000)}."
     assert len(big.encode()) > 100_000
-    scripted.add(text("Noted."))
     async with asyncio.timeout(10):
         await voice.send(type="text", text=big)
         end = await voice.until("reply_end")
-    assert end["text"] == "Noted."
-    assert scripted.chat_requests[0]["messages"][-1]["content"] == big
+    assert end["text"].startswith("That message is too long for me")
+    assert scripted.chat_requests == []
 
     await assert_answers(voice, scripted, "Are you there?", "Still here.")
+    assert big not in json.dumps(scripted.chat_requests[-1]["messages"])
 
 
 async def test_a_100_kb_repetitive_message_ends_cleanly(
     voice: VoiceClient, scripted: ScriptedServer
 ) -> None:
-    """Whatever the screening makes of it, the turn ends and the connection stays."""
+    """The length is refused before the screening reads it; the connection stays."""
     big = " ".join(f"item{n} is on the shopping list," for n in range(4000))
     assert len(big.encode()) > 100_000
     async with asyncio.timeout(10):
         await voice.send(type="text", text=big)
-        await voice.until("ignored")
+        end = await voice.until("reply_end")
+    assert end["text"].startswith("That message is too long for me")
     assert scripted.chat_requests == []
 
     scripted.add(text("Still here."))
     await voice.send(type="text", text="Are you there?")
-    await voice.until("reply_delta")  # past anything the ignored turn still sent
+    await voice.until("reply_delta")  # past anything the refused turn still sent
     assert (await voice.until("reply_end"))["text"] == "Still here."
 
 

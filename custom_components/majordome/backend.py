@@ -21,6 +21,7 @@ from enum import StrEnum
 import json
 import logging
 import re
+import string
 import time
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlparse, urlsplit, urlunsplit
@@ -340,7 +341,21 @@ def _partial_suffix(text: str, tag: str) -> int:
 # --- Tool-call arguments ---------------------------------------------------------
 
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
-_CODE_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_FENCE = "```"
+
+
+def without_code_fence(text: str) -> str:
+    r"""The text without the markdown fence around it ("```json ... ```"), stripped.
+
+    String methods, not a regex: `\s*```$` searched from every space of a long run of
+    them was quadratic on the model's text.
+    """
+    text = text.strip()
+    if text.startswith(_FENCE):
+        text = text[len(_FENCE) :].lstrip(string.ascii_letters).lstrip()
+    if text.endswith(_FENCE):
+        text = text[: -len(_FENCE)]
+    return text.strip()
 
 
 def parse_arguments(raw: str | None) -> dict[str, Any] | None:
@@ -352,7 +367,7 @@ def parse_arguments(raw: str | None) -> dict[str, Any] | None:
     text = (raw or "").strip()
     if not text:
         return {}
-    text = _CODE_FENCE.sub("", text).strip()
+    text = without_code_fence(text)
     candidates = [text, _TRAILING_COMMA.sub(r"\1", text)]
     # A truncated object: close the braces and brackets left open.
     candidates.append(_close_brackets(candidates[-1]))
@@ -446,7 +461,7 @@ def tool_calls_in_text(text: str, tool_names: Iterable[str]) -> list[llm.ToolInp
     devices) is not a call. Small models repeat a call until they run out of
     tokens: the same call counts once and a cut-off last one is dropped.
     """
-    body = _CODE_FENCE.sub("", _TOOL_CALL_TAGS.sub("\n", text).strip()).strip()
+    body = without_code_fence(_TOOL_CALL_TAGS.sub("\n", text))
     decoder = json.JSONDecoder()
     # By base name too: a model writes `HassTurnOn` where 2026.9+ has `intent__HassTurnOn`.
     known = set(tool_names) | {base_tool_name(name) for name in tool_names}

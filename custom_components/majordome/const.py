@@ -74,6 +74,9 @@ SCREEN_TIMEOUT: Final = 5.0  # stage 2 fails open after this
 EVENT_UTTERANCE_IGNORED: Final = "majordome_utterance_ignored"
 # Whether that event carries what was heard (off: overheard speech stays out of the recorder)
 CONF_IGNORED_EVENT_TEXT: Final = "ignored_event_text"
+# A user message longer than this is refused with a clear answer and never reaches the
+# model (nor the chat log); the screening rules read no more of any text.
+MAX_UTTERANCE_CHARS: Final = 4000
 
 # Voice: Wyoming servers for the streaming voice endpoint ("host:port"; empty: off)
 CONF_STT_SERVER: Final = "stt_server"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
+import dataclasses
 from dataclasses import dataclass
 import functools
 import time
@@ -56,6 +57,7 @@ from .const import (
     EVENT_UTTERANCE_IGNORED,
     LLM_API_ASSIST,
     LOGGER,
+    MAX_UTTERANCE_CHARS,
     SCREEN_TIMEOUT,
 )
 from .models import SPOKEN_INPUT, MajordomeConfigEntry, TurnTrace
@@ -86,6 +88,10 @@ type OwnAnswer = tuple[str, str]
 
 class _Ignored(Exception):
     """The utterance was not meant for the agent: end the turn silently."""
+
+
+class _TooLong(Exception):
+    """The user's message is over MAX_UTTERANCE_CHARS: refused, it never reaches the model."""
 
 
 class MajordomeEntity(Entity):
@@ -133,6 +139,7 @@ class MajordomeEntity(Entity):
         response = intent.IntentResponse(language=user_input.language)
         author = memory.AUTHOR.set(await onboarding.async_author(self.hass, user_input))
         try:
+            _refuse_too_long(user_input, chat_log)
             self._screen_by_rules(user_input, chat_log, trace)
             speech = await self._async_try_locally(user_input, chat_log, trace)
             if speech is None:
@@ -339,7 +346,9 @@ class MajordomeEntity(Entity):
         """Log a failed turn, and say (and return) the short sentence that explains it."""
         key = _error_key(err)
         trace.error = key
-        if isinstance(err, backend.BackendError | prompt.PromptError):
+        if isinstance(err, _TooLong):
+            LOGGER.warning("Refused a message of %d characters: %s", len(user_input.text), err)
+        elif isinstance(err, backend.BackendError | prompt.PromptError):
             LOGGER.warning("Turn failed (%s): %s", key, err)
         else:
             LOGGER.exception("Unexpected error during a turn")
@@ -555,8 +564,27 @@ def _repeats_itself(chat_log: conversation.ChatLog, turn_start: int) -> bool:
     return all(call in earlier for call in steps[-1])
 
 
+def _refuse_too_long(
+    user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
+) -> None:
+    """Refuse a message too long to read; the history keeps a short note in its place.
+
+    The note, not the text: the next turns' prompts stay small, and the question the
+    refusal answers is still there.
+    """
+    if len(user_input.text) <= MAX_UTTERANCE_CHARS:
+        return
+    last = chat_log.content[-1]
+    if isinstance(last, conversation.UserContent) and last.content == user_input.text:
+        note = f"({len(user_input.text)} characters, too long to read)"
+        chat_log.content[-1] = dataclasses.replace(last, content=note)
+    raise _TooLong(f"over {MAX_UTTERANCE_CHARS} characters")
+
+
 def _error_key(err: BaseException) -> str:
     """Return the translation key of the sentence that explains `err`."""
+    if isinstance(err, _TooLong):
+        return "input_too_long"
     if isinstance(err, backend.BackendError):
         return str(err.kind)
     if isinstance(err, prompt.PromptError):

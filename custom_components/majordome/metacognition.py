@@ -49,7 +49,7 @@ import unicodedata
 import openai
 
 from .backend import BackendError, ErrorKind, async_side_completion, without_think
-from .const import LOGGER
+from .const import LOGGER, MAX_UTTERANCE_CHARS
 
 
 class Reason(StrEnum):
@@ -328,12 +328,42 @@ _CREDIT_RE: Final = re.compile(
     r"|traduction|transcription|translation|captions?)\s*:",
     re.IGNORECASE,
 )
-_MARKER_RE: Final = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|<[^>]*>|【[^】]*】|（[^）]*）")
 _MUSIC_RE: Final = re.compile(r"[♩♪♫♬🎵🎶🎼]")
 # A number alone answers a question: "21", "20,5", "7:30", "19 h", "50 %".
+# On the stripped text: no two runs of spaces side by side, so no run is tried in every
+# split (on "1", a million spaces and "#", the unstripped pattern never ended).
 _NUMBER_RE: Final = re.compile(
-    r"\s*[+-]?\d{1,4}(?:[.,:h]\s?\d{1,2})?\s*(?:%|°\s?c?|h)?\s*[.!?]?\s*"
+    r"[+-]?\d{1,4}(?:[.,:h]\s?\d{1,2})?(?:\s*(?:%|°\s?c?|h))?(?:\s*[.!?])?"
 )
+# Markers Whisper brackets: "[Music]", "(rires)", "*applause*", "<noise>".
+_MARKER_CLOSERS: Final = {"[": "]", "(": ")", "*": "*", "<": ">", "【": "】", "（": "）"}
+
+
+def strip_markers(text: str) -> tuple[str, int]:
+    """Replace each bracketed marker by a space; return the text and how many there were.
+
+    A marker runs from an opener to the first closer after it. One pass, in linear time:
+    once an opener has no closer after it, no later one of its kind can have one, so its
+    kind is no longer looked for (a regex retried it at every opener: quadratic).
+    """
+    parts: list[str] = []
+    count = start = position = 0
+    openers = "".join(_MARKER_CLOSERS)
+    finder = re.compile(f"[{re.escape(openers)}]")
+    while match := finder.search(text, position):
+        index = match.start()
+        end = text.find(_MARKER_CLOSERS[text[index]], index + 1)
+        if end >= 0:
+            parts += (text[start:index], " ")
+            count += 1
+            start = position = end + 1
+            continue
+        openers = openers.replace(text[index], "")
+        if not openers:
+            break
+        finder = re.compile(f"[{re.escape(openers)}]")
+        position = index + 1
+    return "".join([*parts, text[start:]]), count
 
 
 # --- Repetition ------------------------------------------------------------------------
@@ -393,6 +423,7 @@ def screen_rules(text: str, allowed_scripts: frozenset[str] = DEFAULT_SCRIPTS) -
 
     `allowed_scripts` holds names from SCRIPTS. See the module docstring for the policy.
     """
+    text = text[:MAX_UTTERANCE_CHARS]  # a longer message is refused before: see entity.py
     if not text or text.isspace():
         return _drop(Reason.EMPTY, "")
     if _MUSIC_RE.search(text):
@@ -401,14 +432,14 @@ def screen_rules(text: str, allowed_scripts: frozenset[str] = DEFAULT_SCRIPTS) -
         return _drop(Reason.HALLUCINATION, "url")
     if _CREDIT_RE.match(text):
         return _drop(Reason.HALLUCINATION, "credit")
-    spoken, markers = _MARKER_RE.subn(" ", text)
+    spoken, markers = strip_markers(text)
     normalized = normalize(spoken)
     if not normalized:
         if markers:
             return _drop(Reason.HALLUCINATION, "noise marker")
         return _drop(Reason.NO_LETTERS, "")
     if not any(char.isalpha() for char in normalized):
-        if _NUMBER_RE.fullmatch(spoken):
+        if _NUMBER_RE.fullmatch(spoken.strip()):
             return _PASSED
         return _drop(Reason.NO_LETTERS, normalized[:40])
 

@@ -20,7 +20,13 @@ from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import intent, llm, translation
+from homeassistant.helpers import (
+    area_registry as ar,
+    floor_registry as fr,
+    intent,
+    llm,
+    translation,
+)
 from homeassistant.util import dt as dt_util, slugify
 
 from . import compat
@@ -225,11 +231,15 @@ class MajordomeAPIInstance(llm.APIInstance):
             real_name := compat.tool_named(tool_input.tool_name, tool_names)
             or _tool_meant(tool_input.tool_name, tool_names)
         ):
-            LOGGER.debug("No tool named %s: calling %s", tool_input.tool_name, real_name)
+            LOGGER.debug(
+                "No tool named %s: calling %s", tool_input.tool_name[:MAX_ECHOED_NAME], real_name
+            )
             tool_input = llm.ToolInput(
                 tool_name=real_name, tool_args=tool_input.tool_args, id=tool_input.id
             )
         if tool_input.tool_name not in tool_names:
+            # The model's text, echoed back to it: a few words, not whatever it sent.
+            shown = tool_input.tool_name[:MAX_ECHOED_NAME]
             hint = ""
             if _exposed_names(self.api.hass, tool_input.tool_name):
                 # Small models put the device's name where the tool's name goes.
@@ -238,12 +248,11 @@ class MajordomeAPIInstance(llm.APIInstance):
                     for name in ("HassTurnOn", "HassTurnOff")
                 )
                 hint = (
-                    f" {tool_input.tool_name!r} is a device, not a tool: pass it as the "
+                    f" {shown!r} is a device, not a tool: pass it as the "
                     f"`name` argument of a tool such as {turn_on} or {turn_off}."
                 )
             raise HomeAssistantError(
-                f"There is no tool named {tool_input.tool_name!r}.{hint} "
-                f"The tools are: {', '.join(tool_names)}."
+                f"There is no tool named {shown!r}.{hint} The tools are: {', '.join(tool_names)}."
             )
         arguments = _said_settings(
             tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
@@ -256,8 +265,9 @@ class MajordomeAPIInstance(llm.APIInstance):
             # Small models decorate a right target with made-up ones ("Kitchen Light"
             # on floor "Kitchen", area "Living Room" on floor "Chambre d'amis"), or
             # write the entity's id as its name ("hallway_light"). Try once with the
-            # most specific target alone (the name, as the entity's real name, else
-            # the area), keeping the settings; exposure rules still apply.
+            # most specific target (the name, as the entity's real name, else the
+            # area) and the places that exist, keeping the settings; exposure rules
+            # still apply.
             retry = _most_specific_target(self.api.hass, arguments)
             if retry == arguments:
                 raise
@@ -278,24 +288,47 @@ class MajordomeAPIInstance(llm.APIInstance):
         return result
 
 
+MAX_ECHOED_NAME = 64  # characters of an unknown tool's name said back to the model
+
 # Targets less specific than a name, then than an area.
 _BROADER_THAN_NAME = ("area", "floor", "device_class")
 _BROADER_THAN_AREA = ("floor",)
 
 
 def _most_specific_target(hass: HomeAssistant, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The arguments with only their most specific target (name, else area)."""
+    """The arguments without what is broader than their name (else their area) that may go.
+
+    A retry narrows, never moves: an area or floor that exists stays, so "the lamp in
+    the kitchen" can never reach the bedroom's lamp; places that exist nowhere go, and
+    a device class beside a name.
+    """
+    broader: tuple[str, ...]
     if "name" in arguments:
-        retry = {k: v for k, v in arguments.items() if k not in _BROADER_THAN_NAME}
-        if (
-            isinstance(retry["name"], str)
-            and len(names := _exposed_names(hass, retry["name"])) == 1
-        ):
-            retry["name"] = names.pop()
-        return retry
-    if "area" in arguments:
-        return {k: v for k, v in arguments.items() if k not in _BROADER_THAN_AREA}
-    return arguments
+        broader = _BROADER_THAN_NAME
+    elif "area" in arguments:
+        broader = _BROADER_THAN_AREA
+    else:
+        return arguments
+    retry = {
+        key: value
+        for key, value in arguments.items()
+        if key not in broader or _is_a_place(hass, key, value)
+    }
+    if isinstance(name := retry.get("name"), str) and len(names := _exposed_names(hass, name)) == 1:
+        retry["name"] = names.pop()
+    return retry
+
+
+def _is_a_place(hass: HomeAssistant, key: str, value: Any) -> bool:
+    """Whether an `area` or `floor` argument names one that exists (as Assist finds them)."""
+    places = value if isinstance(value, list) else [value]
+    if key == "area":
+        areas = ar.async_get(hass)
+        return any(isinstance(p, str) and any(intent.find_areas(p, areas)) for p in places)
+    if key == "floor":
+        floors = fr.async_get(hass)
+        return any(isinstance(p, str) and any(intent.find_floors(p, floors)) for p in places)
+    return False
 
 
 _CAMEL_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")

@@ -14,7 +14,8 @@ import regex as re
 from sentence_stream import SentenceBoundaryDetector
 
 # A sentence longer than this is cut at its last comma or semicolon from half of it on
-# (or the next one), so TTS does not wait forever; past twice as long without one, at a space.
+# (or the next one), so TTS does not wait forever; at twice as long without one, at a
+# space, else there.
 MAX_SENTENCE = 200
 
 _EMOJI = r"\p{Extended_Pictographic}\p{Emoji_Modifier}\p{Regional_Indicator}\u200d\ufe0f\u20e3"
@@ -25,7 +26,11 @@ _NOISE = re.compile(rf"[*`«»\r{_EMOJI}]|(?![°№])\p{{So}}")
 # A list marker or heading opening a line, then its text.
 _MARKER = re.compile(r"[ \t]*(?:[-+•]|\d{1,3}[.)]|#{1,6})[ \t]+(?=\S)")
 # A line start that may still become a marker when more text comes: "1", "1.", "- ".
-_MAYBE_MARKER = re.compile(r"[ \t]*(?:[-+•]|\d{1,3}[.)]?|#{1,6})?[ \t]*")
+# (The spaces after the marker belong to it: two runs side by side, each optional, were
+# tried in every split on a long run of spaces.)
+_MAYBE_MARKER = re.compile(r"[ \t]*(?:(?:[-+•]|\d{1,3}[.)]?|#{1,6})[ \t]*)?")
+# A line start held back longer than this is text: each delta re-read it (quadratic).
+_MAX_LINE_START = 80
 # Abbreviations that do not end a sentence even before a capital ("e.g. Kitchen").
 # sentence-stream guesses only capitalised ones ("Mr.", "M."), so both are listed here.
 _OPEN_ABBREVIATION = re.compile(
@@ -34,11 +39,17 @@ _OPEN_ABBREVIATION = re.compile(
 _COMMA = re.compile(r"[,;](?=\s)")
 _SPACE = re.compile(r"\s")
 
-_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+# [text](url), the url with one level of parentheses (Wikipedia's). Neither part spans
+# an opening bracket, and nothing is given back (possessive): a "[" or "(" left open was
+# read to the end of the text from each of them (quadratic).
+_LINK = re.compile(r"\[([^\[\]]*+)\]\((?:[^()]++|\([^()]*+\))*+\)")
 _LINE_MARKER = re.compile(r"(?m)^[ \t]*(?:[-+•>]|\d{1,3}[.)]|#{1,6})[ \t]+")
-_EDGE_UNDERSCORES = re.compile(r"(?<!\w)_+|_+(?!\w)")  # _italics_, __bold__
+# _italics_, __bold__: a run of underscores opening or ending a word. A run is only
+# tried from its start: from each of its underscores, it was quadratic.
+_EDGE_UNDERSCORES = re.compile(r"(?<!\w)_+|(?<!_)_+(?!\w)")
 _SYMBOLS = re.compile(r"[_#~|\\^{}\[\]]")  # an inner "_" (kitchen_lamp) becomes a space
-_SPACE_BEFORE_STOP = re.compile(r"\s+(?=[.,…])")  # left where an emoji was: "on 👍."
+# Left where an emoji was: "on 👍.". On a line whose spaces are single already.
+_SPACE_BEFORE_STOP = re.compile(r" (?=[.,…])")
 _WORD = re.compile(r"\w")
 
 
@@ -91,7 +102,7 @@ class SentenceSplitter:
             if marker := _MARKER.match(text):
                 # Spoken without "1." and, unlike in sentence-stream, never a sentence.
                 text = text[marker.end() :]
-            elif _MAYBE_MARKER.fullmatch(text):
+            elif len(text) <= _MAX_LINE_START and _MAYBE_MARKER.fullmatch(text):
                 self._line_start = text
                 return []
             self._line_start = None
@@ -111,15 +122,22 @@ class SentenceSplitter:
             if len(pending) <= MAX_SENTENCE:
                 return sentences
             # Cut positions depend on the text only, not on how it was split in deltas.
+            # No search reads past twice MAX_SENTENCE, where a cut is certain (at a
+            # space, else anywhere: no word is that long), so the pending text stays
+            # short: each delta reads it again.
+            longest = 2 * MAX_SENTENCE
             commas = list(_COMMA.finditer(pending, MAX_SENTENCE // 2, MAX_SENTENCE + 1))
-            cut = commas[-1] if commas else _COMMA.search(pending, MAX_SENTENCE)
-            if cut is None and len(pending) >= 2 * MAX_SENTENCE:
-                cut = _SPACE.search(pending, MAX_SENTENCE)
-            if cut is None:
+            cut = commas[-1] if commas else _COMMA.search(pending, MAX_SENTENCE, longest + 1)
+            if cut is not None:
+                end = cut.end()
+            elif len(pending) < longest:
                 return sentences
+            else:
+                space = _SPACE.search(pending, MAX_SENTENCE, longest)
+                end = space.end() if space else longest
             self._detector = SentenceBoundaryDetector()
-            sentences += self._release([pending[: cut.end()]])
-            sentences += self._release(self._detector.add_chunk(pending[cut.end() :]))
+            sentences += self._release([pending[:end]])
+            sentences += self._release(self._detector.add_chunk(pending[end:]))
 
     def _release(self, sentences: Iterable[str], end: bool = False) -> list[str]:
         spoken: list[str] = []
