@@ -574,10 +574,12 @@ def _refuse_too_long(
     """
     if len(user_input.text) <= MAX_UTTERANCE_CHARS:
         return
-    last = chat_log.content[-1]
-    if isinstance(last, conversation.UserContent) and last.content == user_input.text:
-        note = f"({len(user_input.text)} characters, too long to read)"
-        chat_log.content[-1] = dataclasses.replace(last, content=note)
+    for index in range(len(chat_log.content) - 1, 0, -1):
+        content = chat_log.content[index]
+        if isinstance(content, conversation.UserContent) and content.content == user_input.text:
+            note = f"({len(user_input.text)} characters, too long to read)"
+            chat_log.content[index] = dataclasses.replace(content, content=note)
+            break
     raise _TooLong(f"over {MAX_UTTERANCE_CHARS} characters")
 
 
