@@ -39,6 +39,8 @@ class Reply:
     encoding: str = "utf-8"  # of the streamed lines; another one sends its bytes raw
     hang_up: bool = False  # close the connection at once, without an HTTP answer
     hold: asyncio.Event | None = None  # answer only once the test sets it
+    resume: asyncio.Event | None = None  # with pause_after: go on only once the test sets it
+    pause_after: int = 0  # deltas streamed before waiting for `resume`
 
 
 def text(*pieces: str, chunk_delay_s: float = 0.0) -> Reply:
@@ -248,6 +250,8 @@ class ScriptedServer:
                 return
             if count and reply.chunk_delay_s:
                 await asyncio.sleep(reply.chunk_delay_s)
+            if reply.resume is not None and count == reply.pause_after + 1:  # (0: the role)
+                await reply.resume.wait()
             data = line if isinstance(line, bytes) else line.encode(reply.encoding)
             try:
                 await response.write(data)
