@@ -10,16 +10,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import json
 import os
 from pathlib import Path
 import shutil
 import sys
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from playwright.async_api import (
     Browser,
+    ConsoleMessage,
     Page,
     TimeoutError as PlaywrightTimeoutError,
+    WebSocket,
     async_playwright,
 )
 
@@ -101,21 +106,102 @@ def start_demo(directory: Path, launcher: Sequence[str] = ()) -> RunningDemo:
 
 @asynccontextmanager
 async def chromium(args: Sequence[str] = ()) -> AsyncIterator[Browser]:
-    """A headless Debian Chromium (one per test: Playwright's objects live in its loop)."""
+    """A headless Debian Chromium (one per test: Playwright's objects live in its loop).
+
+    An error inside names what failed in each of its pages' frontends.
+    """
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=chromium_path(), args=[*CHROMIUM_ARGS, *args]
         )
         try:
             yield browser
+        except Exception as err:
+            # A test that fails in the frontend says what failed there.
+            for context in browser.contexts:
+                for page in context.pages:
+                    err.add_note(f"{page.url}: {frontend_failures(page)}")
+            raise
         finally:
             await browser.close()
 
 
+@dataclass
+class FrontendFailures:
+    """What failed in a page of the frontend: its console errors, its uncaught errors and
+    the calls of its websocket that Home Assistant answered with an error."""
+
+    console: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    _sent: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def watch(self, page: Page) -> None:
+        """Note every failure of `page` from now on."""
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.console.append(f"uncaught: {error}"))
+        page.on("websocket", self._on_websocket)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console.append(message.text)
+
+    def _on_websocket(self, websocket: WebSocket) -> None:
+        if websocket.url.endswith("/api/websocket"):
+            websocket.on("framesent", self._on_sent)
+            websocket.on("framereceived", self._on_received)
+
+    def _on_sent(self, payload: str | bytes) -> None:
+        for message in _messages(payload):
+            if isinstance(message.get("id"), int):
+                self._sent[message["id"]] = str(message.get("type"))
+
+    def _on_received(self, payload: str | bytes) -> None:
+        # Home Assistant coalesces messages into a JSON list once the frontend asks it to.
+        for message in _messages(payload):
+            if message.get("type") == "result" and message.get("success") is False:
+                error = message.get("error") or {}
+                call = self._sent.get(message.get("id"), f"call {message.get('id')}")
+                if (call, error.get("code")) not in EXPECTED_ERROR_ANSWERS:
+                    self.calls.append(f"{call}: {error.get('code')} {error.get('message')}")
+
+    def __str__(self) -> str:
+        if not (self.console or self.calls):
+            return "the frontend reported no failure"
+        return f"the frontend's failed calls: {self.calls}; its console errors: {self.console}"
+
+
+def _messages(payload: str | bytes) -> list[dict[str, Any]]:
+    """The JSON messages of a websocket frame (one, or a coalesced list)."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return []
+    return [m for m in (data if isinstance(data, list) else [data]) if isinstance(m, dict)]
+
+
+# Error answers the frontend asks for and handles: the demo runs no recorder, and its
+# Overview is generated (no stored dashboard config).
+EXPECTED_ERROR_ANSWERS = {
+    ("recorder/info", "unknown_command"),
+    ("lovelace/config", "config_not_found"),
+}
+
+_FAILURES: WeakKeyDictionary[Page, FrontendFailures] = WeakKeyDictionary()
+
+
+def frontend_failures(page: Page) -> FrontendFailures:
+    """What failed in a page async_login opened, since it opened."""
+    return _FAILURES.setdefault(page, FrontendFailures())
+
+
 async def async_login(browser: Browser, connection: Connection, path: str = "/") -> Page:
-    """A page logged into the demo through Home Assistant's own login form."""
+    """A page logged into the demo through Home Assistant's own login form.
+
+    Its failures are noted from the start (frontend_failures).
+    """
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    frontend_failures(page).watch(page)
     await page.goto(connection.url + path)
     await page.locator("input[name=username]").fill(connection.username)
     await page.locator("input[name=password]").fill(connection.password)
@@ -128,9 +214,9 @@ async def async_login(browser: Browser, connection: Connection, path: str = "/")
 async def async_frontend_loaded(page: Page) -> None:
     """Wait until the frontend has left its "Loading…" screen for its main window.
 
-    It stays on that screen when one of the calls it starts with fails (on 2026.10
-    `get_services` fails when a component's module cannot be imported): say so, rather
-    than let a test wait for a button that never comes.
+    It stays on that screen when one of the calls it starts with fails (from 2026.10
+    `get_services` fails when a component's module cannot be imported): say so, with
+    the calls that failed, rather than let a test wait for a button that never comes.
     """
     try:
         await page.locator("home-assistant-main").wait_for(state="attached", timeout=60_000)
@@ -138,7 +224,7 @@ async def async_frontend_loaded(page: Page) -> None:
         await async_screenshot(page, "frontend-not-loaded")
         raise AssertionError(
             f"Home Assistant's frontend never loaded at {page.url} (screenshot:"
-            " frontend-not-loaded.png); what failed is in the demo's"
+            f" frontend-not-loaded.png); {frontend_failures(page)}; more is in the demo's"
             " config/home-assistant.log"
         ) from err
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-import importlib.metadata
 import os
 from pathlib import Path
 import re
@@ -36,20 +35,11 @@ from .browser_helpers import (
     async_set_state,
     async_state,
     chromium,
+    frontend_failures,
     start_demo,
 )
 
 pytestmark = pytest.mark.real_llm
-
-# The Assist dialog of the 2026 frontends (Home dashboard landing, markdown messages) is
-# not yet driven reliably by these tests: they failed on HA 2026.10.4's frontend
-# 20260930.5 in the final check of this release; the demo itself, scripts/ask and the
-# Majordome page are tested on that lane.
-_FRONTEND_2026 = importlib.metadata.version("home-assistant-frontend") >= "2026"
-needs_2025_assist_dialog = pytest.mark.skipif(
-    _FRONTEND_2026,
-    reason="the Assist dialog of the 2026 frontend (HA 2026.10.4) is not driven yet",
-)
 
 KITCHEN = "light.kitchen_light"
 KITCHEN_AREA = "Kitchen"
@@ -285,7 +275,24 @@ async def async_last_run(demo: RunningDemo, pipeline_id: str) -> list[dict[str, 
     return list(debug["events"])
 
 
-@needs_2025_assist_dialog
+async def test_frontend_starts_without_a_failing_call(
+    socket_enabled: None, demo: RunningDemo
+) -> None:
+    """Logged in, the dashboard shows the house: no call of the frontend failed on the way.
+
+    From 2026.10 the frontend's first `get_services` imports the components that filter
+    services (camera among them): one that cannot be imported keeps the page on its
+    "Loading" screen, and every other browser test then fails for that one reason.
+    """
+    async with chromium() as browser:
+        page = await async_login(browser, demo.connection)
+        await async_open_dashboard(page, KITCHEN_AREA, KITCHEN)
+        await async_dashboard_switch(page, KITCHEN)
+        failures = frontend_failures(page)
+        assert not failures.calls, str(failures)
+        assert not failures.console, str(failures)
+
+
 async def test_assist_dialog_in_chromium(socket_enabled: None, demo: RunningDemo) -> None:
     """Log in, open Assist, type: the reply appears and the dashboard shows the change."""
     connection = demo.connection
@@ -305,7 +312,11 @@ async def test_assist_dialog_in_chromium(socket_enabled: None, demo: RunningDemo
         assert reply
         assert not reply.startswith("{")
         assert not reply.startswith("Sorry"), reply
-        assert await async_state(connection, KITCHEN) == "on"
+        # However the turn got there (the model's tool call, or Home Assistant's own
+        # sentences: the local stage), the light is on and the reply is the one the pipeline gave.
+        assert await async_state(connection, KITCHEN) == "on", _turn_report(
+            answer, events, demo, mark
+        )
         assert _intent_speech(events) == reply
         await async_close_dialog(page)
         for _ in range(50):  # the frontend applies the state_changed event it was pushed
@@ -316,43 +327,33 @@ async def test_assist_dialog_in_chromium(socket_enabled: None, demo: RunningDemo
         await async_screenshot(page, "dashboard-en")
 
 
-@needs_2025_assist_dialog
 async def test_assist_dialog_in_french(socket_enabled: None, demo: RunningDemo) -> None:
     """The French pipeline, picked in the dialog as a user would.
 
-    Structure only: the 0.5B model's French is unreliable (with the demo's household
-    profile in the prompt it sometimes loops on its calls), so the test asks that the
-    request reached Majordome in French, that the model called a tool, and that the
-    dialog shows Majordome's French answer, whatever its luck.
+    The light is asked for by the name Home Assistant knows it by ("Kitchen Light"): the
+    demo's entities are named in English, and the 0.5B model does not translate "la
+    lumière de la cuisine" into a name reliably. The request reaches Majordome in
+    French, the light switches, and the dialog shows the pipeline's answer.
     """
     connection = demo.connection
     await async_set_state(connection, KITCHEN, on=False)
     async with chromium() as browser:
         page = await async_login(browser, connection)
         mark = len(demo.log)
-        answer = await async_assist(page, "allume la lumière de la cuisine", PIPELINE_FR)
+        answer = await async_assist(page, "allume Kitchen Light", PIPELINE_FR)
         await async_screenshot(page, "assist-fr")
 
     events = await async_last_run(demo, connection.pipeline_fr)
-    assert not answer.error, _turn_report(answer, events, demo, mark)
+    report = _turn_report(answer, events, demo, mark)
+    assert not answer.error, report
     reply = answer.text
     [intent_start] = [e["data"] for e in events if e["type"] == "intent-start"]
     assert intent_start["language"] == "fr"
     assert intent_start["engine"] == AGENT_ID
-    # The model's tool call, or Home Assistant's own sentence (the local stage).
-    assert _tool_calls(events) or await async_state(connection, KITCHEN) == "on"
+    assert await async_state(connection, KITCHEN) == "on", report
+    assert reply, report
     assert _intent_speech(events) == reply
     assert not reply.startswith(("{", "Sorry")), reply  # an apology would be "Désolé"
-
-
-def _tool_calls(events: list[dict[str, Any]]) -> list[str]:
-    """The tools the model called during a pipeline run (streamed chat-log deltas)."""
-    return [
-        call["tool_name"]
-        for event in events
-        if event["type"] == "intent-progress"
-        for call in event["data"]["chat_log_delta"].get("tool_calls") or []
-    ]
 
 
 def _turn_report(
@@ -370,7 +371,8 @@ def _turn_report(
 
 
 def _delta(event: dict[str, Any]) -> dict[str, Any]:
-    return dict(event.get("data", {}).get("chat_log_delta") or {})
+    """An event's chat-log delta; empty for an event without one (or with null data)."""
+    return dict((event.get("data") or {}).get("chat_log_delta") or {})
 
 
 def _intent_speech(events: list[dict[str, Any]]) -> str:

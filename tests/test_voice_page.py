@@ -11,7 +11,6 @@ it shows and the counters it keeps as data attributes of its element.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 import time
 from typing import Any
@@ -33,15 +32,7 @@ from .browser_helpers import (
     chromium,
 )
 
-pytestmark = [
-    pytest.mark.real_llm,
-    # The page failed on HA 2026.10.4's frontend (20260930.5) in the final check of this
-    # release; it is driven on 2025.4's until the 2026 frontend is.
-    pytest.mark.skipif(
-        importlib.metadata.version("home-assistant-frontend") >= "2026",
-        reason="the Majordome page in the 2026 frontend (HA 2026.10.4) is not driven yet",
-    ),
-]
+pytestmark = pytest.mark.real_llm
 
 KITCHEN = "light.kitchen_light"
 SALON = "light.lampe_du_salon"
