@@ -9,6 +9,7 @@ piper servers are for the end-to-end tests. What it answers is set per test:
     server.transcript = "turn on the kitchen light"
     server.synth_delay_s = 0.2          # per sentence, before its audio
     server.die_during = "synthesize"    # hang up mid-answer
+    server.deaf = True                  # accept connections, then never read them
     ... server.address, server.synthesized, server.audio_received
 """
 
@@ -64,10 +65,13 @@ class ScriptedWyoming:
     seconds_per_char: float = 0.01  # length of the audio made for a text
     die_during: Literal["transcribe", "synthesize"] | None = None
     error_during: Literal["transcribe", "synthesize"] | None = None
+    deaf: bool = False
     audio_received: int = 0  # bytes of audio sent for transcription
     transcribe_requests: list[str | None] = field(default_factory=list)
     synthesized: list[Synthesis] = field(default_factory=list)
     _server: asyncio.Server | None = None
+    # Connections that ended (the client hung up, or the server did), and those open.
+    closed_connections: int = 0
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -82,6 +86,11 @@ class ScriptedWyoming:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+
+    @property
+    def open_connections(self) -> int:
+        """How many clients are connected now."""
+        return len(self._connections)
 
     @property
     def port(self) -> int:
@@ -144,6 +153,8 @@ class ScriptedWyoming:
         assert task is not None
         self._connections.add(task)
         try:
+            if self.deaf:
+                await asyncio.Event().wait()  # the socket's buffers fill up, then writes wait
             while (event := await async_read_event(reader)) is not None:
                 if Describe.is_type(event.type):
                     await async_write_event(self._info().event(), writer)
@@ -169,6 +180,7 @@ class ScriptedWyoming:
             pass
         finally:
             self._connections.discard(task)
+            self.closed_connections += 1
             writer.close()
 
     async def _async_transcribe(self, writer: asyncio.StreamWriter) -> bool:
