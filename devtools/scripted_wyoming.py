@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+import functools
 import math
 import struct
 import time
@@ -34,12 +35,21 @@ TTS_RATE = 22050
 SAMPLES_PER_CHUNK = 1024
 
 
-def tone(seconds: float, rate: int = TTS_RATE, frequency: float = 220.0) -> bytes:
-    """A sine wave as 16-bit mono PCM: audio with a level to measure."""
+def tone(seconds: float, rate: int = TTS_RATE, frequency: int = 220) -> bytes:
+    """A sine wave as 16-bit mono PCM: audio with a level to measure.
+
+    A whole number of hertz repeats each second: one second is made, then repeated.
+    """
+    second = _one_second(rate, frequency)
     count = int(seconds * rate)
+    return (second * (count // rate + 1))[: count * 2]
+
+
+@functools.cache
+def _one_second(rate: int, frequency: int) -> bytes:
     return b"".join(
         struct.pack("<h", int(8000 * math.sin(2 * math.pi * frequency * n / rate)))
-        for n in range(count)
+        for n in range(rate)
     )
 
 
@@ -70,9 +80,8 @@ class ScriptedWyoming:
     transcribe_requests: list[str | None] = field(default_factory=list)
     synthesized: list[Synthesis] = field(default_factory=list)
     _server: asyncio.Server | None = None
-    # Connections that ended (the client hung up, or the server did), and those open.
-    closed_connections: int = 0
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
+    _hung_up: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def start(self) -> None:
         """Listen on a free port of 127.0.0.1."""
@@ -91,6 +100,11 @@ class ScriptedWyoming:
     def open_connections(self) -> int:
         """How many clients are connected now."""
         return len(self._connections)
+
+    async def wait_for_no_connections(self, timeout_s: float = 10.0) -> None:
+        """Return once every client has hung up (TimeoutError after timeout_s)."""
+        async with asyncio.timeout(timeout_s), self._hung_up:
+            await self._hung_up.wait_for(lambda: not self._connections)
 
     @property
     def port(self) -> int:
@@ -180,8 +194,9 @@ class ScriptedWyoming:
             pass
         finally:
             self._connections.discard(task)
-            self.closed_connections += 1
             writer.close()
+            async with self._hung_up:
+                self._hung_up.notify_all()
 
     async def _async_transcribe(self, writer: asyncio.StreamWriter) -> bool:
         await asyncio.sleep(self.transcribe_delay_s)

@@ -10,8 +10,9 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
   read back from `ToolResultContent.result` instead of `.tool_result`.
 - The date and time: Assist offers `GetDateTime` from 2025.11; Majordome's own clock tools
   are only offered where it does not.
-- Chat sessions: an owner context from 2026.11; a second turn in a busy conversation raises
-  `ConversationBusyError` from 2026.11.
+- Chat sessions: an owner context from 2026.11 (another user's context raises
+  `Unauthorized`); a second turn in a busy conversation raises `ConversationBusyError`
+  from 2026.11.
 - Devices: moved onto a config subentry with `add_`/`remove_config_subentry_id` until
   2025.6, `new_config_subentry_id` later; found by identifier with `async_get_device`
   until 2026.9, `async_get_device_by_identifier` (scoped to one entry) later. The former
@@ -28,6 +29,7 @@ from typing import Any
 
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import chat_session, device_registry as dr, llm
 from homeassistant.util.json import JsonObjectType
 
@@ -207,6 +209,10 @@ def chat_session_for(
     with session as opened:
         yield opened
 
+
+# Raised by Home Assistant 2026.11+ when a user opens a conversation another user owns
+# (the first user of a conversation owns it); before, conversations have no owner.
+NOT_OWNER_ERRORS: tuple[type[Exception], ...] = (Unauthorized,) if _SESSION_TAKES_CONTEXT else ()
 
 # Raised by Home Assistant 2026.11+ when a conversation already has a turn running.
 BUSY_ERRORS: tuple[type[Exception], ...] = tuple(
