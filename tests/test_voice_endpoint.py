@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterator
+import contextlib
 from contextlib import contextmanager
 import json
+import math
 from pathlib import Path
 import random
 import time
@@ -1195,6 +1197,7 @@ async def test_deeply_nested_json_is_invalid_not_a_traceback(
     await assert_answers(voice, scripted, "How are you?", "Fine.")
 
 
+@pytest.mark.parametrize("size", [1_500_000, 10_000_000])
 @pytest.mark.parametrize("authenticated", [True, False], ids=["after_auth", "first_frame"])
 async def test_a_frame_over_1_mib_closes_with_1009(
     *,
@@ -1204,19 +1207,28 @@ async def test_a_frame_over_1_mib_closes_with_1009(
     scripted: ScriptedServer,
     caplog: pytest.LogCaptureFixture,
     authenticated: bool,
+    size: int,
 ) -> None:
+    """Closed with 1009, without a trace in the log.
+
+    Newer aiohttp refuses a frame from its header: the client sending 10 MB may see its
+    connection lost (1006) before it reads the server's close frame.
+    """
     client = await hass_client_no_auth()
     async with client.ws_connect(VOICE_URL) as socket:
         voice = VoiceClient(socket)
         if authenticated:
             await voice.authenticate(hass_access_token)
-        big = json.dumps({"type": "text", "text": "x" * 10_000_000})
-        await socket.send_str(big)
+        big = json.dumps({"type": "text", "text": "x" * size})
+        with contextlib.suppress(ConnectionError):
+            await socket.send_str(big)
         async with asyncio.timeout(QUICKLY_S):
             while (message := await socket.receive()).type is aiohttp.WSMsgType.TEXT:
                 assert json.loads(message.data)["type"] in {"auth_required", "auth_invalid"}
         assert message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
-        assert socket.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        assert socket.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG or (
+            size > 2_000_000 and socket.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
+        )
     assert scripted.chat_requests == []
     assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
 
@@ -1228,13 +1240,16 @@ async def test_a_flood_of_messages_is_rate_limited_and_runs_one_turn_at_a_time(
     voice: VoiceClient, scripted: ScriptedServer, speech_server: ScriptedWyoming
 ) -> None:
     """50 requests 20 ms apart: past the burst, refused; each one accepted cancels the last."""
+    started = time.monotonic()
     for n in range(50):
         scripted.add(endless(f"Answer {n}. ", chunk_delay_s=0.05))
         await voice.send(type="text", text=f"Request number {n}.")
         await asyncio.sleep(0.02)
+    # At most the burst, and what the rate refilled meanwhile, was accepted.
+    refills = math.ceil((time.monotonic() - started) * endpoint.RATE_PER_S)
     refused = [e for e in voice.events if e["type"] == "error"]
     async with asyncio.timeout(QUICKLY_S):
-        while len(refused) < 50 - endpoint.RATE_BURST - 8:
+        while len(refused) < 50 - endpoint.RATE_BURST - refills:
             if (
                 (item := await voice.receive())
                 and isinstance(item, dict)

@@ -80,6 +80,7 @@ MAX_UTTERANCE_S = 60.0
 MAX_AUDIO_FRAMES_PER_S = 100
 # A field naming a language, an entry, an agent or a conversation.
 MAX_NAME_CHARS = 256
+ALWAYS = -1  # the generation of what is sent whatever reply is in flight
 # How long a conversation busy with another client's turn is retried before giving up.
 BUSY_WAIT_S = 5.0
 BUSY_RETRY_S = 0.2
@@ -207,8 +208,9 @@ class VoiceConnection:
         self._agent_id: str | None = None  # None: the entry's default agent
         self._user: User | None = None
         self._conversation_id: str | None = None
-        # Everything sent goes through one queue, tagged with the reply it belongs
-        # to: after a barge-in, what the old reply had queued is dropped.
+        # Everything sent goes through one queue. What a reply says is tagged with its
+        # generation: once it is superseded, what it had queued is dropped. The rest
+        # (errors, `interrupted`...) is tagged ALWAYS.
         self._outbox: asyncio.Queue[tuple[int, str | bytes | None]] = asyncio.Queue()
         self._generation = 0
         self._utterance: _Utterance | None = None
@@ -248,7 +250,7 @@ class VoiceConnection:
             self._unsubscribe_revoke()
             self._unsubscribe_revoke = None
         reply = self._cancel_reply(notify=False)
-        self._outbox.put_nowait((self._generation, None))  # the writer ends there
+        self._outbox.put_nowait((ALWAYS, None))  # the writer ends there
         try:
             await self._async_end_utterance()
             if reply is not None:
@@ -317,7 +319,7 @@ class VoiceConnection:
             generation, item = await self._outbox.get()
             if item is None:
                 return
-            if generation != self._generation or self._socket.closed or self._gone:
+            if generation not in (ALWAYS, self._generation) or self._socket.closed or self._gone:
                 continue
             try:
                 async with asyncio.timeout(SEND_TIMEOUT):
@@ -331,8 +333,8 @@ class VoiceConnection:
             except ConnectionError:
                 self._gone = True
 
-    def _send(self, message: dict[str, Any], generation: int | None = None) -> None:
-        self._queue(self._generation if generation is None else generation, json_dumps(message))
+    def _send(self, message: dict[str, Any], generation: int = ALWAYS) -> None:
+        self._queue(generation, json_dumps(message))
 
     def _queue(self, generation: int, item: str | bytes) -> None:
         if self._gone:
@@ -496,7 +498,8 @@ class VoiceConnection:
         """Answer in a task of its own, once the reply it supersedes has ended."""
         previous = self._cancel_reply()
         self._reply = asyncio.create_task(
-            self._async_reply(said, language, previous), name="majordome voice reply"
+            self._async_reply(said, language, previous, self._generation),
+            name="majordome voice reply",
         )
 
     def _cancel_reply(self, *, notify: bool = True) -> asyncio.Task[None] | None:
@@ -513,7 +516,11 @@ class VoiceConnection:
         return reply
 
     async def _async_reply(
-        self, said: Transcription | str, language: str | None, previous: asyncio.Task[None] | None
+        self,
+        said: Transcription | str,
+        language: str | None,
+        previous: asyncio.Task[None] | None,
+        generation: int,
     ) -> None:
         ended = time.monotonic()  # end of speech: every timing counts from here
         language = language or self.hass.config.language
@@ -526,27 +533,26 @@ class VoiceConnection:
                 except SpeechError as err:
                     await self._async_speech_failed(err, language)
                     return
-                self._send({"type": "transcript", "text": text})
+                self._send({"type": "transcript", "text": text}, generation)
             else:
                 text = said
         finally:
             if isinstance(said, Transcription):
                 await said.close()  # also when cancelled before finishing
-        await self._async_answer(text, language, ended)
+        await self._async_answer(text, language, ended, generation)
 
-    async def _async_answer(self, text: str, language: str, ended: float) -> None:
+    async def _async_answer(self, text: str, language: str, ended: float, generation: int) -> None:
         entry = self._entry()
         if is_stop_word(text):
-            self._send({"type": "stopped"})
+            self._send({"type": "stopped"}, generation)
             return
         if entry is None or (agent_id := self._agent(entry)) is None:
             await self._async_send_spoken_error("no_agent", language)
             return
         if not text.strip():
-            self._send({"type": "ignored", "text": text})
+            self._send({"type": "ignored", "text": text}, generation)
             return
         address = self._address(entry, CONF_TTS_SERVER)
-        generation = self._generation
         speaker = (
             Speaker(
                 address,
@@ -567,7 +573,7 @@ class VoiceConnection:
                 return
             speech = result.response.speech.get("plain", {}).get("speech", "")
             if not speech:  # screened out: nothing is said
-                self._send({"type": "ignored", "text": text})
+                self._send({"type": "ignored", "text": text}, generation)
                 return
             reply.finish(speech)
             if speaker is not None:
@@ -591,7 +597,8 @@ class VoiceConnection:
                 "conversation_id": result.conversation_id,
                 "continue_conversation": result.continue_conversation,
                 "timings": {key: round(value, 3) for key, value in timings.items()},
-            }
+            },
+            generation,
         )
 
     async def _async_run_turn(
