@@ -1260,10 +1260,6 @@ async def test_a_flood_of_messages_is_rate_limited_and_runs_one_turn_at_a_time(
     assert {e["message"] for e in refused} == {spoken_message("too_many_messages")}
     assert len(refused) <= 50 - endpoint.RATE_BURST
 
-    # One model call at most is in flight: every one but the last has ended.
-    await scripted.wait_for_streams_ended(len(scripted.chat_requests) - 1, timeout_s=QUICKLY_S)
-    await voice.socket.close()
-    await scripted.wait_for_streams_ended(len(scripted.chat_requests), timeout_s=QUICKLY_S)
     assert len(scripted.chat_requests) <= 50 - len(refused)
 
 
