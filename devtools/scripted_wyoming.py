@@ -9,6 +9,7 @@ piper servers are for the end-to-end tests. What it answers is set per test:
     server.transcript = "turn on the kitchen light"
     server.synth_delay_s = 0.2          # per sentence, before its audio
     server.die_during = "synthesize"    # hang up mid-answer
+    server.deaf = True                  # accept connections, then never read them
     ... server.address, server.synthesized, server.audio_received
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+import functools
 import math
 import struct
 import time
@@ -33,12 +35,21 @@ TTS_RATE = 22050
 SAMPLES_PER_CHUNK = 1024
 
 
-def tone(seconds: float, rate: int = TTS_RATE, frequency: float = 220.0) -> bytes:
-    """A sine wave as 16-bit mono PCM: audio with a level to measure."""
+def tone(seconds: float, rate: int = TTS_RATE, frequency: int = 220) -> bytes:
+    """A sine wave as 16-bit mono PCM: audio with a level to measure.
+
+    A whole number of hertz repeats each second: one second is made, then repeated.
+    """
+    second = _one_second(rate, frequency)
     count = int(seconds * rate)
+    return (second * (count // rate + 1))[: count * 2]
+
+
+@functools.cache
+def _one_second(rate: int, frequency: int) -> bytes:
     return b"".join(
         struct.pack("<h", int(8000 * math.sin(2 * math.pi * frequency * n / rate)))
-        for n in range(count)
+        for n in range(rate)
     )
 
 
@@ -64,11 +75,13 @@ class ScriptedWyoming:
     seconds_per_char: float = 0.01  # length of the audio made for a text
     die_during: Literal["transcribe", "synthesize"] | None = None
     error_during: Literal["transcribe", "synthesize"] | None = None
+    deaf: bool = False
     audio_received: int = 0  # bytes of audio sent for transcription
     transcribe_requests: list[str | None] = field(default_factory=list)
     synthesized: list[Synthesis] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
+    _hung_up: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def start(self) -> None:
         """Listen on a free port of 127.0.0.1."""
@@ -82,6 +95,16 @@ class ScriptedWyoming:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+
+    @property
+    def open_connections(self) -> int:
+        """How many clients are connected now."""
+        return len(self._connections)
+
+    async def wait_for_no_connections(self, timeout_s: float = 10.0) -> None:
+        """Return once every client has hung up (TimeoutError after timeout_s)."""
+        async with asyncio.timeout(timeout_s), self._hung_up:
+            await self._hung_up.wait_for(lambda: not self._connections)
 
     @property
     def port(self) -> int:
@@ -144,6 +167,8 @@ class ScriptedWyoming:
         assert task is not None
         self._connections.add(task)
         try:
+            if self.deaf:
+                await asyncio.Event().wait()  # the socket's buffers fill up, then writes wait
             while (event := await async_read_event(reader)) is not None:
                 if Describe.is_type(event.type):
                     await async_write_event(self._info().event(), writer)
@@ -170,6 +195,8 @@ class ScriptedWyoming:
         finally:
             self._connections.discard(task)
             writer.close()
+            async with self._hung_up:
+                self._hung_up.notify_all()
 
     async def _async_transcribe(self, writer: asyncio.StreamWriter) -> bool:
         await asyncio.sleep(self.transcribe_delay_s)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterator
+import contextlib
 from contextlib import contextmanager
 import json
+import math
 from pathlib import Path
 import random
 import time
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 from aiohttp.test_utils import TestClient
@@ -39,11 +42,12 @@ from custom_components.majordome.memory import Onboarding
 from custom_components.majordome.voice import endpoint, wyoming_client
 from custom_components.majordome.voice.wyoming_client import SpeechErrorKind
 from devtools.house import async_setup_house
-from devtools.scripted_server import ScriptedServer, error, text
+from devtools.scripted_server import ScriptedServer, endless, error, text
 from devtools.scripted_wyoming import ScriptedWyoming
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.chat_session import ChatSession
 from homeassistant.setup import async_setup_component
@@ -528,6 +532,51 @@ async def test_a_bad_bearer_header_falls_back_to_the_auth_message(
     assert scripted.chat_requests == []
 
 
+async def test_a_revoked_login_closes_the_connection(
+    hass: HomeAssistant,
+    voice: VoiceClient,
+    hass_access_token: str,
+    scripted: ScriptedServer,
+    speech_server: ScriptedWyoming,
+) -> None:
+    """Like /api/websocket: the connection ends with its login, and its turn with it."""
+    refresh_token = hass.auth.async_validate_access_token(hass_access_token)
+    assert refresh_token is not None
+    scripted.add(endless("Blah. "))
+    await voice.send(type="text", text="Talk to me.")
+    await voice.until("reply_delta")
+    hass.auth.async_remove_refresh_token(refresh_token)
+    async with asyncio.timeout(QUICKLY_S):
+        while (message := await voice.socket.receive()).type in {
+            aiohttp.WSMsgType.TEXT,
+            aiohttp.WSMsgType.BINARY,
+        }:
+            pass
+    assert message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
+    await scripted.wait_for_streams_ended(1, timeout_s=QUICKLY_S)
+
+
+async def test_a_refused_login_counts_towards_an_ip_ban(
+    hass_client_no_auth: ClientSessionGenerator,
+    entry: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counted by Home Assistant's own `process_wrong_login`, which bans past its threshold."""
+    monkeypatch.setattr(endpoint, "AUTH_TIMEOUT", 0.2)
+    client = await hass_client_no_auth()
+    for first in ({"type": "auth", "access_token": "not-a-token"}, "[" * 100_000, None):
+        caplog.clear()
+        await assert_auth_refused(client, first)
+        assert [
+            record.message
+            for record in caplog.records
+            if record.name == "homeassistant.components.http.ban"
+        ] == [ANY], first
+        assert "Login attempt or request with invalid authentication" in caplog.text
+        assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
 # --- What is not sent to the model ----------------------------------------------------
 
 
@@ -727,24 +776,6 @@ async def test_barge_in_silences_the_reply_and_answers_the_new_utterance(
     assert_history_after_long_reply(scripted, "what time is it")
 
 
-async def test_barge_in_while_the_model_writes_keeps_the_conversation(
-    voice: VoiceClient, scripted: ScriptedServer, speech_server: ScriptedWyoming
-) -> None:
-    """Interrupted mid-stream, the first turn still ends and stays in this conversation."""
-    # The model is still writing when the first sentence has been said.
-    await hear_long_reply_start(voice, scripted, speech_server, synth_delay_s=0, chunk_delay_s=0.15)
-
-    # The transcript comes after the first turn has ended, so it is in the history.
-    speech_server.transcribe_delay_s = 0.7
-    speech_server.transcript = "what time is it"
-    scripted.add(text("It is ten."))
-    await voice.speak()
-    await voice.until("interrupted")
-    end = await voice.until("reply_end")
-    assert end["text"] == "It is ten."
-    assert_history_after_long_reply(scripted, "what time is it")
-
-
 async def test_typed_text_while_speaking_also_interrupts(
     voice: VoiceClient, scripted: ScriptedServer, speech_server: ScriptedWyoming
 ) -> None:
@@ -759,37 +790,6 @@ async def test_typed_text_while_speaking_also_interrupts(
         i["text"] for i in voice.since(after) if isinstance(i, dict) and i["type"] == "sentence"
     ]
     assert sentences == ["Sure."]
-
-
-async def test_barge_in_during_a_running_turn_is_answered_once_it_ends(
-    voice: VoiceClient,
-    scripted: ScriptedServer,
-    speech_server: ScriptedWyoming,
-    entry: MockConfigEntry,
-) -> None:
-    """A new request while the model still writes the last answer: no error, the answer.
-
-    The interrupted turn runs to its end; the new one starts after it (Home Assistant
-    2026.11 refuses a second turn in a busy conversation, and before it the two turns
-    would each have stored their own history).
-    """
-    await hear_long_reply_start(voice, scripted, speech_server, synth_delay_s=0, chunk_delay_s=0.3)
-    first_turn = entry.runtime_data.last_turn
-    assert first_turn is not None
-    assert first_turn.total_s == 0  # still running: the model writes on
-
-    scripted.add(text("It is ten."))
-    await voice.send(type="text", text="What time is it?")
-    await voice.until("interrupted")
-    end = await voice.until("reply_end")
-
-    assert end["text"] == "It is ten."
-    assert not voice.of_type("error")
-    assert first_turn.total_s > 0
-    assert first_turn.error is None
-    # The second request left once the first turn had ended, with the whole exchange.
-    assert scripted.requests[-1].received >= first_turn.started + first_turn.total_s
-    assert_history_after_long_reply(scripted, "What time is it?")
 
 
 async def test_the_chat_session_is_opened_for_the_user(
@@ -1190,6 +1190,268 @@ async def test_client_leaving_mid_reply_stops_speech_but_not_the_turn(
     assert trace.error is None
     assert trace.total_s > 0
     assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "text", "text": "Hello?", "language": 123},
+        {"type": "start", "language": ["en"]},
+        {"type": "text", "text": "Hello?", "entry_id": {"id": 1}},
+        {"type": "text", "text": "Hello?", "agent_id": 5},
+        {"type": "text", "text": "Hello?", "conversation_id": True},
+        {"type": "text", "text": "Hello?", "conversation_id": "x" * 10_000},
+        {"type": "text", "text": 42},
+    ],
+    ids=["language", "start_language", "entry_id", "agent_id", "conversation_id", "long", "text"],
+)
+async def test_a_field_of_the_wrong_type_is_invalid(
+    voice: VoiceClient, scripted: ScriptedServer, message: dict[str, Any]
+) -> None:
+    await voice.send(**message)
+    failure = await voice.until("error")
+    assert failure["code"] == "invalid_message"
+    assert failure["message"]
+    await voice.quiet(0.2)
+    assert scripted.chat_requests == []
+
+    end = await assert_answers(voice, scripted, "How are you?", "Fine.")
+    assert end["conversation_id"] != message.get("conversation_id")
+
+
+async def test_deeply_nested_json_is_invalid_not_a_traceback(
+    voice: VoiceClient, scripted: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    for deep in ("[" * 100_000, '{"type": "text", "text": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        await voice.socket.send_str(deep)
+        assert (await voice.until("error"))["code"] == "invalid_message"
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+    await assert_answers(voice, scripted, "How are you?", "Fine.")
+
+
+@pytest.mark.parametrize("size", [1_500_000, 10_000_000])
+@pytest.mark.parametrize("authenticated", [True, False], ids=["after_auth", "first_frame"])
+async def test_a_frame_over_1_mib_closes_with_1009(
+    *,
+    hass_client_no_auth: ClientSessionGenerator,
+    hass_access_token: str,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+    authenticated: bool,
+    size: int,
+) -> None:
+    """Closed with 1009, without a trace in the log.
+
+    Newer aiohttp refuses a frame from its header: the client sending 10 MB may see its
+    connection lost (1006) before it reads the server's close frame.
+    """
+    client = await hass_client_no_auth()
+    async with client.ws_connect(VOICE_URL) as socket:
+        voice = VoiceClient(socket)
+        if authenticated:
+            await voice.authenticate(hass_access_token)
+        big = json.dumps({"type": "text", "text": "x" * size})
+        with contextlib.suppress(ConnectionError):
+            await socket.send_str(big)
+        async with asyncio.timeout(QUICKLY_S):
+            while (message := await socket.receive()).type is aiohttp.WSMsgType.TEXT:
+                assert json.loads(message.data)["type"] in {"auth_required", "auth_invalid"}
+        assert message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
+        assert socket.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG or (
+            size > 2_000_000 and socket.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
+        )
+    assert scripted.chat_requests == []
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+# --- Limits per connection ------------------------------------------------------------
+
+
+async def test_a_flood_of_messages_is_rate_limited_and_runs_one_turn_at_a_time(
+    voice: VoiceClient, scripted: ScriptedServer, speech_server: ScriptedWyoming
+) -> None:
+    """50 requests 20 ms apart: past the burst, refused; each one accepted cancels the last."""
+    started = time.monotonic()
+    for n in range(50):
+        scripted.add(endless(f"Answer {n}. ", chunk_delay_s=0.05))
+        await voice.send(type="text", text=f"Request number {n}.")
+        await asyncio.sleep(0.02)
+    # At most the burst, and what the rate refilled meanwhile, was accepted.
+    refills = math.ceil((time.monotonic() - started) * endpoint.RATE_PER_S)
+    refused = [e for e in voice.events if e["type"] == "error"]
+    async with asyncio.timeout(QUICKLY_S):
+        while len(refused) < 50 - endpoint.RATE_BURST - refills:
+            if (
+                (item := await voice.receive())
+                and isinstance(item, dict)
+                and item["type"] == "error"
+            ):
+                refused.append(item)
+    assert {e["code"] for e in refused} == {"rate_limited"}
+    assert {e["message"] for e in refused} == {spoken_message("too_many_messages")}
+    assert len(refused) <= 50 - endpoint.RATE_BURST
+
+    assert len(scripted.chat_requests) <= 50 - len(refused)
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+async def test_rate_limited_is_said_in_the_request_language(
+    voice: VoiceClient, scripted: ScriptedServer, language: str
+) -> None:
+    for _ in range(endpoint.RATE_BURST + 5):  # faster than RATE_PER_S refills the burst
+        await voice.send(type="stop", language=language)
+    assert await voice.until("error") == {
+        "type": "error",
+        "code": "rate_limited",
+        "message": spoken_message("too_many_messages", language),
+    }
+
+
+@pytest.mark.parametrize(
+    ("frame_bytes", "frames"),
+    [(64_000, 40), (320, 400)],  # 2 s frames: 80 s of audio; 10 ms frames, all at once
+    ids=["too_much_audio", "too_many_frames"],
+)
+async def test_an_endless_utterance_is_cut(
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    speech_server: ScriptedWyoming,
+    frame_bytes: int,
+    frames: int,
+) -> None:
+    await voice.send(type="start", language="fr")
+    for _ in range(frames):
+        await voice.socket.send_bytes(bytes(frame_bytes))
+    await voice.send(type="end")
+    assert await voice.until("error") == {
+        "type": "error",
+        "code": "utterance_too_long",
+        "message": spoken_message("utterance_too_long", "fr"),
+    }
+    await voice.quiet(0.3)  # the rest of its audio and its end are ignored
+    assert len(voice.of_type("error")) == 1
+    assert speech_server.audio_received <= endpoint.MAX_UTTERANCE_S * 32_000
+    assert speech_server.audio_received < frames * frame_bytes
+    assert scripted.chat_requests == []
+    assert speech_server.open_connections == 0
+
+    await assert_answers_spoken(voice, scripted, speech_server, "hello", "Hello.")
+
+
+@pytest.mark.parametrize("new_request", ["spoken", "typed"])
+async def test_a_new_request_cancels_the_turn_in_flight(
+    voice: VoiceClient, scripted: ScriptedServer, speech_server: ScriptedWyoming, new_request: str
+) -> None:
+    """One turn in flight: the model call of the one superseded ends, the new one answers."""
+    scripted.add(endless("Blah blah. ", chunk_delay_s=0.05))
+    await voice.send(type="text", text=LONG_QUESTION)
+    await voice.until("audio_end")  # speaking, and the model writes on
+
+    speech_server.transcript = "what time is it"
+    scripted.add(text("It is ten."))
+    if new_request == "spoken":
+        await voice.speak()
+    else:
+        await voice.send(type="text", text="what time is it")
+    await voice.until("interrupted")
+    end = await voice.until("reply_end")
+    assert end["text"] == "It is ten."
+    assert not voice.of_type("error")
+    assert len(scripted.streamed_bytes) >= 1  # the endless stream ended: it was cancelled
+    assert user_messages(scripted.chat_requests[-1])[-1] == "what time is it"
+    await voice.quiet(0.3)
+    assert [e["text"] for e in voice.of_type("reply_end")] == ["It is ten."]
+
+
+async def test_the_client_leaving_cancels_everything(
+    *,
+    hass: HomeAssistant,
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    speech_server: ScriptedWyoming,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The model call and the speech servers' streams end with the connection."""
+    speech_server.synth_delay_s = 0.3
+    scripted.add(endless("Blah blah. ", chunk_delay_s=0.05))
+    await voice.send(type="text", text=LONG_QUESTION)
+    await voice.until("sentence")
+    await voice.send(type="start", language="en")  # and an utterance begun
+    await voice.socket.send_bytes(bytes(3200))
+    await asyncio.sleep(0.1)
+    assert speech_server.open_connections >= 1
+    await voice.socket.close()
+
+    await scripted.wait_for_streams_ended(1, timeout_s=QUICKLY_S)
+    await speech_server.wait_for_no_connections(QUICKLY_S)
+    await hass.async_block_till_done()
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+async def test_a_client_that_stops_reading_is_disconnected(
+    *,
+    hass: HomeAssistant,
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    speech_server: ScriptedWyoming,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Audio for a client that reads nothing fills the buffers: the connection ends."""
+    monkeypatch.setattr(endpoint, "SEND_TIMEOUT", 0.5)
+    speech_server.seconds_per_char = 5.0  # a sentence of 30 characters: 150 s, 6.6 MB
+    scripted.add(text(*LONG_REPLY))
+    await voice.send(type="text", text=LONG_QUESTION)
+    await voice.until("audio_start")  # and then nothing is read any more
+    await speech_server.wait_for_no_connections(10)
+    await asyncio.sleep(1)  # past SEND_TIMEOUT: the connection is gone
+    # What was buffered before the end still arrives, then the end, and no reply_end.
+    async with asyncio.timeout(10):
+        while (message := await voice.socket.receive()).type in {
+            aiohttp.WSMsgType.TEXT,
+            aiohttp.WSMsgType.BINARY,
+        }:
+            assert message.type is aiohttp.WSMsgType.BINARY or '"reply_end"' not in message.data
+    await hass.async_block_till_done()
+    assert [r.message for r in caplog.records if "A voice client" in r.message] == [ANY], (
+        "disconnected, and said so"
+    )
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+async def test_a_conversation_of_another_user_starts_a_new_one(
+    voice: VoiceClient,
+    scripted: ScriptedServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Home Assistant 2026.11 refuses another user's conversation (Unauthorized)."""
+    open_session = compat.chat_session_for
+
+    @contextmanager
+    def owned_sessions(
+        hass: HomeAssistant, conversation_id: str | None, context: Context
+    ) -> Iterator[ChatSession]:
+        if conversation_id == "someone-elses":
+            raise Unauthorized(context=context)
+        with open_session(hass, conversation_id, context) as session:
+            yield session
+
+    monkeypatch.setattr(compat, "NOT_OWNER_ERRORS", (Unauthorized,))
+    monkeypatch.setattr(compat, "chat_session_for", owned_sessions)
+    scripted.add(text("It is on."))
+    await voice.send(type="text", text="Is the light on?", conversation_id="someone-elses")
+    end = await voice.until("reply_end")
+    assert end["text"] == "It is on."
+    assert end["conversation_id"] != "someone-elses"
+    assert not voice.of_type("error")
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+    # The new conversation goes on.
+    end2 = await assert_answers(voice, scripted, "And the fan?", "It is off.")
+    assert end2["conversation_id"] == end["conversation_id"]
+    assert user_messages(scripted.chat_requests[-1]) == ["Is the light on?", "And the fan?"]
 
 
 class TestNoStt:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
+import contextlib
+import json
 import math
 import socket
 import struct
 import time
 
 import pytest
+from wyoming.audio import AudioChunk, AudioStart
+from wyoming.event import Event, async_write_event
 from wyoming.info import Attribution, Info, TtsProgram, TtsVoice
 
 from custom_components.majordome.voice import wyoming_client
@@ -253,6 +257,148 @@ async def test_server_dying_mid_synthesis_is_server_error(speech_server: Scripte
         SpeechErrorKind.SERVER_ERROR,
     )
     assert len(chunks) == 1  # what came before the hang-up was yielded
+
+
+# --- Whole-step deadlines and size limits -----------------------------------------
+
+
+async def chatter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read everything, and answer an event nobody asked for every 50 ms, forever."""
+
+    async def drain() -> None:
+        while await reader.read(65536):
+            pass
+
+    draining = asyncio.create_task(drain())
+    try:
+        with contextlib.suppress(ConnectionError):  # until the client hangs up
+            while True:
+                await async_write_event(Event("ping"), writer)
+                await asyncio.sleep(0.05)
+    finally:
+        draining.cancel()
+
+
+async def transcribe(address: ServerAddress) -> str:
+    transcription = Transcription(address, "en")
+    await transcription.start()
+    await transcription.send(bytes(3200))
+    return await transcription.finish()
+
+
+@pytest.mark.parametrize("request_name", ["describe", "synthesis", "transcript"], ids=str)
+async def test_a_server_that_never_finishes_ends_at_the_step_deadline(
+    raw_server: Callable[[Handler], Awaitable[ServerAddress]],
+    short_deadlines: None,
+    request_name: str,
+) -> None:
+    """Each read is quick, the answer never comes: the step's deadline ends it."""
+    address = await raw_server(chatter)
+    request = {**REQUESTS, "transcript": transcribe}[request_name]
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        await assert_speech_error(request(address), SpeechErrorKind.TIMEOUT)
+    assert time.monotonic() - started < 2
+
+
+async def test_a_slow_endless_synthesis_ends_at_the_step_deadline(
+    raw_server: Callable[[Handler], Awaitable[ServerAddress]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Audio trickles in forever, each chunk well within a read's time."""
+    monkeypatch.setattr(wyoming_client, "SYNTHESIS_TIMEOUT", 0.5)
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        await async_write_event(AudioStart(TTS_RATE, 2, 1).event(), writer)
+        with contextlib.suppress(ConnectionError):  # until the client hangs up
+            while True:
+                await async_write_event(AudioChunk(TTS_RATE, 2, 1, bytes(512)).event(), writer)
+                await asyncio.sleep(0.05)
+
+    address = await raw_server(trickle)
+    chunks: list[tuple[AudioFormat, bytes]] = []
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        await assert_speech_error(
+            synthesize_all(address, "Hello.", into=chunks), SpeechErrorKind.TIMEOUT
+        )
+    assert time.monotonic() - started < 2
+    assert chunks  # what came in time was played
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"type": "audio-chunk", "payload_length": 10**10},
+        {"type": "audio-chunk", "data_length": 10**9},
+        {"type": "audio-chunk", "payload_length": "many"},
+        {"type": "x" * 200_000},
+        "[" * 50_000,
+    ],
+    ids=["payload", "data", "not_a_length", "long_header", "deep_header"],
+)
+async def test_an_oversized_or_garbled_event_is_server_error(
+    raw_server: Callable[[Handler], Awaitable[ServerAddress]],
+    short_deadlines: None,
+    header: dict[str, object] | str,
+) -> None:
+    """Refused as soon as the header says so, not read (nor waited for) to the end."""
+    line = header if isinstance(header, str) else json.dumps(header)
+
+    async def announce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(line.encode() + b"\n")
+        await writer.drain()
+        await asyncio.Event().wait()
+
+    address = await raw_server(announce)
+    async with asyncio.timeout(5):
+        await assert_speech_error(synthesize_all(address, "Hello."), SpeechErrorKind.SERVER_ERROR)
+
+
+async def test_too_much_audio_for_a_sentence_is_server_error(
+    raw_server: Callable[[Handler], Awaitable[ServerAddress]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wyoming_client, "MAX_SYNTHESIS_BYTES", 1 << 20)
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        await async_write_event(AudioStart(TTS_RATE, 2, 1).event(), writer)
+        with contextlib.suppress(ConnectionError):  # until the client hangs up
+            while True:
+                await async_write_event(AudioChunk(TTS_RATE, 2, 1, bytes(65536)).event(), writer)
+
+    address = await raw_server(flood)
+    chunks: list[tuple[AudioFormat, bytes]] = []
+    async with asyncio.timeout(5):
+        failure = await assert_speech_error(
+            synthesize_all(address, "Hello.", into=chunks), SpeechErrorKind.SERVER_ERROR
+        )
+    assert "bytes of audio" in str(failure)
+    assert sum(len(pcm) for _, pcm in chunks) <= 1 << 20
+
+
+async def test_a_server_that_stops_reading_times_out(
+    socket_enabled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audio for a deaf server fills the socket's buffers: a write ends at its deadline."""
+    monkeypatch.setattr(wyoming_client, "WRITE_TIMEOUT", 0.3)
+    async with running_wyoming(deaf=True) as server:
+        transcription = Transcription(ServerAddress.parse(server.address), "en")
+        await transcription.start()
+
+        async def talk_on() -> None:
+            for _ in range(10_000):  # 640 MB: far more than any socket buffers
+                await transcription.send(bytes(65536))
+
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            await assert_speech_error(talk_on(), SpeechErrorKind.TIMEOUT)
+        assert time.monotonic() - started < 5
+        await transcription.close()
+        assert server.audio_received == 0
 
 
 # --- The protocol, against the scripted server --------------------------------------

@@ -10,8 +10,9 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
   read back from `ToolResultContent.result` instead of `.tool_result`.
 - The date and time: Assist offers `GetDateTime` from 2025.11; Majordome's own clock tools
   are only offered where it does not.
-- Chat sessions: an owner context from 2026.11; a second turn in a busy conversation raises
-  `ConversationBusyError` from 2026.11.
+- Chat sessions: an owner context from 2026.11 (another user's context raises
+  `Unauthorized`); a second turn in a busy conversation raises `ConversationBusyError`
+  from 2026.11.
 - Home Assistant's own intents (the local stage): `conversation.async_handle_intents`
   takes the chat log from 2026.x (and records its tool call and result there), not in
   2025.4. The pipeline's "prefer handling commands locally" leaves its failed attempt and
@@ -34,6 +35,7 @@ from hassil.recognize import RecognizeResult
 
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import chat_session, device_registry as dr, intent, llm
 from homeassistant.util.json import JsonObjectType
 
@@ -213,6 +215,10 @@ def chat_session_for(
     with session as opened:
         yield opened
 
+
+# Raised by Home Assistant 2026.11+ when a user opens a conversation another user owns
+# (the first user of a conversation owns it); before, conversations have no owner.
+NOT_OWNER_ERRORS: tuple[type[Exception], ...] = (Unauthorized,) if _SESSION_TAKES_CONTEXT else ()
 
 # Raised by Home Assistant 2026.11+ when a conversation already has a turn running.
 BUSY_ERRORS: tuple[type[Exception], ...] = tuple(

@@ -23,29 +23,41 @@ Server -> client:
     reply_end {"text", "conversation_id", "continue_conversation", "timings"}
     interrupted; stopped; error {"code", "message"}
 
-A conversation has one turn at a time: after a barge-in, the new turn starts when the
-interrupted one (which still runs to its end, so the history stays whole) has ended.
+A connection has one turn in flight: a new `start` or `text` (or `stop`) cancels the
+reply in flight, its model call and speech included, and the new turn starts once it
+has ended. Everything is cancelled when the client leaves. Like /api/websocket, a
+connection closes when its login is revoked, and a refused login counts towards IP bans.
+
+Limits: a frame is at most 1 MiB (a larger one closes the connection with 1009);
+commands are rate limited (a burst of RATE_BURST, then RATE_PER_S a second: `error`
+rate_limited); an utterance holds at most MAX_UTTERANCE_S of audio, sent at most
+MAX_AUDIO_FRAMES_PER_S frames a second (`error` utterance_too_long, which ends it). A
+message that is not valid (not JSON, nested too deep, an unknown type, a field of the
+wrong type) is answered with an `error` invalid_message, and the connection stays. A
+client that stops reading is disconnected after SEND_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import contextlib
-import json
 import re
 import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from homeassistant.auth.models import User
+from homeassistant.auth.models import RefreshToken, User
 from homeassistant.components import conversation
-from homeassistant.components.http.const import KEY_HASS_USER
+from homeassistant.components.http.ban import process_success_login, process_wrong_login
+from homeassistant.components.http.const import KEY_HASS_REFRESH_TOKEN_ID
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import entity_registry as er
+from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant
+from homeassistant.helpers import chat_session, entity_registry as er
 from homeassistant.helpers.http import KEY_AUTHENTICATED, KEY_HASS, HomeAssistantView
+from homeassistant.helpers.json import json_dumps
+from homeassistant.util.json import JSON_DECODE_EXCEPTIONS, json_loads
 
 from .. import compat
 from ..const import CONF_STT_SERVER, CONF_TTS_SERVER, CONF_TTS_VOICE, DOMAIN, LOGGER, VOICE_URL
@@ -53,9 +65,22 @@ from ..entity import async_spoken_message
 from ..models import SPOKEN_INPUT, MajordomeConfigEntry, default_agent
 from .sentences import SentenceSplitter
 from .speaker import Speaker
-from .wyoming_client import ServerAddress, SpeechError, Transcription
+from .wyoming_client import MIC_RATE, MIC_WIDTH, ServerAddress, SpeechError, Transcription
 
 AUTH_TIMEOUT = 10.0
+# One frame to the client: a client that stops reading is disconnected after it, and so
+# is one that lets more than MAX_PENDING frames wait.
+SEND_TIMEOUT = 10.0
+MAX_PENDING = 4096
+# Commands (text frames): a burst, then a steady rate.
+RATE_BURST = 20
+RATE_PER_S = 4.0
+# One utterance: its audio, and how fast its frames may come (20 ms frames are 50 a second).
+MAX_UTTERANCE_S = 60.0
+MAX_AUDIO_FRAMES_PER_S = 100
+# A field naming a language, an entry, an agent or a conversation.
+MAX_NAME_CHARS = 256
+ALWAYS = -1  # the generation of what is sent whatever reply is in flight
 # How long a conversation busy with another client's turn is retried before giving up.
 BUSY_WAIT_S = 5.0
 BUSY_RETRY_S = 0.2
@@ -88,6 +113,58 @@ def is_stop_word(text: str) -> bool:
     return " ".join(words) in STOP_WORDS
 
 
+class InvalidMessage(Exception):
+    """A client message the endpoint cannot take; the text says why."""
+
+
+_COMMANDS = frozenset({"start", "end", "text", "stop"})
+# Fields any message may carry: a string (or null).
+_NAMES = ("language", "entry_id", "agent_id", "conversation_id")
+
+
+def parse_message(raw: str) -> dict[str, Any]:
+    """A client's command, its fields checked; InvalidMessage when it is not one.
+
+    Fields not listed are ignored (a newer client may send more).
+    """
+    try:
+        message = json_loads(raw)
+    except JSON_DECODE_EXCEPTIONS as err:  # also JSON nested too deep
+        raise InvalidMessage("Expected a JSON object with a type.") from err
+    if not isinstance(message, dict):
+        raise InvalidMessage("Expected a JSON object with a type.")
+    kind = message.get("type")
+    if not isinstance(kind, str) or kind not in _COMMANDS:
+        raise InvalidMessage(f"Unknown message: {str(kind)[:MAX_NAME_CHARS]}")
+    for name in _NAMES:
+        value = message.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_NAME_CHARS):
+            raise InvalidMessage(f"{name} must be a string of at most {MAX_NAME_CHARS} characters.")
+    if kind == "text" and not isinstance(message.get("text"), str):
+        raise InvalidMessage("A text message needs its text, a string.")
+    return message
+
+
+class _Bucket:
+    """A token bucket: `burst` at once, then `per_s` a second."""
+
+    def __init__(self, burst: float, per_s: float) -> None:
+        self._burst = burst
+        self._per_s = per_s
+        self._tokens = burst
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        """Whether one more is allowed now."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_s)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 class VoiceView(HomeAssistantView):
     """GET upgrades to the voice websocket."""
 
@@ -97,45 +174,65 @@ class VoiceView(HomeAssistantView):
 
     async def get(self, request: web.Request) -> web.WebSocketResponse:
         """Serve one voice connection until the client leaves."""
-        hass = request.app[KEY_HASS]
         socket = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES)
         await socket.prepare(request)
-        user = request.get(KEY_HASS_USER) if request.get(KEY_AUTHENTICATED) else None
-        connection = VoiceConnection(hass, socket, request.query.get("entry_id"))
-        await connection.async_run(user)
+        connection = VoiceConnection(request, socket)
+        await connection.async_run()
         return socket
 
 
-class VoiceConnection:
-    """One client: its utterances, the reply being spoken, and everything sent back."""
+class _Utterance:
+    """The audio of the utterance being spoken, streamed to STT, within its limits."""
 
-    def __init__(self, hass: HomeAssistant, socket: web.WebSocketResponse, entry_id: str | None):
+    def __init__(self, transcription: Transcription, language: str | None) -> None:
+        self.transcription = transcription
+        self.language = language
+        self._bytes = 0
+        self._frames = _Bucket(MAX_AUDIO_FRAMES_PER_S, MAX_AUDIO_FRAMES_PER_S)
+
+    def accepts(self, pcm: bytes) -> bool:
+        """Whether this frame keeps the utterance within its length and frame rate."""
+        self._bytes += len(pcm)
+        return self._frames.take() and self._bytes <= MAX_UTTERANCE_S * MIC_RATE * MIC_WIDTH
+
+
+class VoiceConnection:
+    """One client: its utterances, the reply in flight, and everything sent back."""
+
+    def __init__(self, request: web.Request, socket: web.WebSocketResponse) -> None:
         """Nothing runs before async_run()."""
-        self.hass = hass
+        self.hass: HomeAssistant = request.app[KEY_HASS]
+        self._request = request
         self._socket = socket
-        self._entry_id = entry_id
+        self._entry_id = request.query.get("entry_id")
         self._agent_id: str | None = None  # None: the entry's default agent
         self._user: User | None = None
         self._conversation_id: str | None = None
-        # Everything sent goes through one queue, tagged with the reply it belongs
-        # to: after a barge-in, what the old reply had queued is dropped.
+        # Everything sent goes through one queue. What a reply says is tagged with its
+        # generation: once it is superseded, what it had queued is dropped. The rest
+        # (errors, `interrupted`...) is tagged ALWAYS.
         self._outbox: asyncio.Queue[tuple[int, str | bytes | None]] = asyncio.Queue()
         self._generation = 0
-        self._utterance: Transcription | None = None
-        self._utterance_language: str | None = None
+        self._utterance: _Utterance | None = None
         self._reply: asyncio.Task[None] | None = None
-        # The last turn started: it may outlive its reply (a barge-in), never the next turn.
-        self._turn: asyncio.Future[conversation.ConversationResult] | None = None
+        self._commands = _Bucket(RATE_BURST, RATE_PER_S)
+        self._unsubscribe_revoke: CALLBACK_TYPE | None = None
+        self._gone = False  # the client was disconnected: nothing more is sent
+        self._closing: asyncio.Task[None] | None = None
 
     # --- Connection -----------------------------------------------------------------
 
-    async def async_run(self, user: User | None) -> None:
-        """Authenticate, then read messages until the client closes."""
+    async def async_run(self) -> None:
+        """Authenticate, then read messages until the client closes (or is closed)."""
         writer = asyncio.create_task(self._async_write(), name="majordome voice writer")
         try:
-            self._user = user or await self._async_authenticate()
-            if self._user is None:
+            refresh_token = await self._async_authenticate()
+            if refresh_token is None:
                 return
+            self._user = refresh_token.user
+            self._unsubscribe_revoke = self.hass.auth.async_register_revoke_token_callback(
+                refresh_token.id, self._revoked
+            )
             self._send({"type": "ready", **self._describe()})
             async for message in self._socket:
                 if message.type is WSMsgType.BINARY:
@@ -143,53 +240,125 @@ class VoiceConnection:
                 elif message.type is WSMsgType.TEXT:
                     await self._async_command(message.data)
                 else:
-                    break
+                    break  # closed; or an error, such as a frame over the limit (1009)
         finally:
-            self._interrupt(notify=False)
-            if self._utterance is not None:
-                await self._utterance.close()
-            self._outbox.put_nowait((self._generation, None))  # the writer ends there
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(writer, 5)
+            await self._async_clean_up(writer)
+
+    async def _async_clean_up(self, writer: asyncio.Task[None]) -> None:
+        """Cancel everything the connection started, and close it."""
+        if self._unsubscribe_revoke is not None:
+            self._unsubscribe_revoke()
+            self._unsubscribe_revoke = None
+        reply = self._cancel_reply(notify=False)
+        self._outbox.put_nowait((ALWAYS, None))  # the writer ends there
+        try:
+            await self._async_end_utterance()
+            if reply is not None:
+                await asyncio.wait([reply])  # its model call and speech end with it
+            await asyncio.wait([writer], timeout=SEND_TIMEOUT)
+        finally:
+            writer.cancel()
             await _async_close(self._socket)
 
-    async def _async_authenticate(self) -> User | None:
-        await self._socket.send_json({"type": "auth_required"})
-        try:
+    async def _async_authenticate(self) -> RefreshToken | None:
+        """The login's refresh token: from the Authorization header, else an auth message."""
+        if (
+            self._request.get(KEY_AUTHENTICATED)
+            and (token_id := self._request.get(KEY_HASS_REFRESH_TOKEN_ID))
+            and (refresh_token := self.hass.auth.async_get_refresh_token(token_id))
+        ):
+            return refresh_token
+        await self._socket.send_str(json_dumps({"type": "auth_required"}))
+        token: Any = None
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(AUTH_TIMEOUT):
-                message = await self._socket.receive_json()
-            token = message.get("access_token", "") if message.get("type") == "auth" else ""
-        except (TimeoutError, TypeError, ValueError, AttributeError):
-            token = ""
-        refresh_token = self.hass.auth.async_validate_access_token(str(token)) if token else None
+                first = await self._socket.receive()
+            if first.type is WSMsgType.TEXT:
+                with contextlib.suppress(*JSON_DECODE_EXCEPTIONS):
+                    message = json_loads(first.data)
+                    if isinstance(message, dict) and message.get("type") == "auth":
+                        token = message.get("access_token")
+        refresh_token = (
+            self.hass.auth.async_validate_access_token(token)
+            if isinstance(token, str) and token
+            else None
+        )
         if refresh_token is None or not refresh_token.user.is_active:
-            await self._socket.send_json({"type": "auth_invalid"})
+            if not self._socket.closed:
+                await self._socket.send_str(json_dumps({"type": "auth_invalid"}))
+            await process_wrong_login(self._request)
             return None
-        await self._socket.send_json({"type": "auth_ok"})
-        return refresh_token.user
+        await self._socket.send_str(json_dumps({"type": "auth_ok"}))
+        process_success_login(self._request)
+        return refresh_token
+
+    def _revoked(self) -> None:
+        """The login was revoked: the connection ends, as /api/websocket's does."""
+        LOGGER.info("Voice connection closed: its login was revoked")
+        self._unsubscribe_revoke = None  # Home Assistant forgets the callbacks itself
+        self._closing = self.hass.async_create_background_task(
+            self._async_close_now(), "majordome voice revoked"
+        )
+
+    async def _async_close_now(self) -> None:
+        """Close the websocket (the reading loop ends there); abort if the client hangs."""
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await self._socket.close()
+        except TimeoutError:
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        """End the connection now: the reading loop ends, and with it everything."""
+        self._gone = True
+        if (transport := self._request.transport) is not None:
+            transport.abort()
 
     async def _async_write(self) -> None:
         while True:
             generation, item = await self._outbox.get()
             if item is None:
                 return
-            if generation != self._generation or self._socket.closed:
+            if generation not in (ALWAYS, self._generation) or self._socket.closed or self._gone:
                 continue
             try:
-                if isinstance(item, bytes):
-                    await self._socket.send_bytes(item)
-                else:
-                    await self._socket.send_str(item)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    if isinstance(item, bytes):
+                        await self._socket.send_bytes(item)
+                    else:
+                        await self._socket.send_str(item)
+            except TimeoutError:
+                LOGGER.warning("A voice client stopped reading: disconnected")
+                self._disconnect()
             except ConnectionError:
-                return
+                self._gone = True
 
-    def _send(self, message: dict[str, Any], generation: int | None = None) -> None:
-        self._outbox.put_nowait(
-            (self._generation if generation is None else generation, json.dumps(message))
-        )
+    def _send(self, message: dict[str, Any], generation: int = ALWAYS) -> None:
+        self._queue(generation, json_dumps(message))
+
+    def _queue(self, generation: int, item: str | bytes) -> None:
+        if self._gone:
+            return
+        if self._outbox.qsize() >= MAX_PENDING:
+            LOGGER.warning("A voice client reads too slowly: disconnected")
+            self._disconnect()
+            return
+        self._outbox.put_nowait((generation, item))
 
     def _send_error(self, code: str, message: str) -> None:
         self._send({"type": "error", "code": code, "message": message})
+
+    async def _async_send_spoken_error(
+        self, code: str, language: str | None, key: str | None = None
+    ) -> None:
+        """An error with its sentence (`key`, else `code`, of the translations' `exceptions`).
+
+        The sentence is in the utterance's language, else Home Assistant's.
+        """
+        message = await async_spoken_message(
+            self.hass, language or self.hass.config.language, key or code
+        )
+        self._send_error(code, message)
 
     # --- Which agent, which servers ------------------------------------------------
 
@@ -239,11 +408,15 @@ class VoiceConnection:
     # --- Messages ------------------------------------------------------------------
 
     async def _async_command(self, raw: str) -> None:
+        if not self._commands.take():
+            await self._async_send_spoken_error(
+                "rate_limited", self._language_of(raw), "too_many_messages"
+            )
+            return
         try:
-            message = json.loads(raw)
-            kind = message["type"]
-        except (ValueError, TypeError, KeyError):
-            self._send_error("invalid_message", "Expected a JSON object with a type.")
+            message = parse_message(raw)
+        except InvalidMessage as err:
+            self._send_error("invalid_message", str(err))
             return
         if "entry_id" in message:
             self._entry_id = message["entry_id"]
@@ -251,106 +424,141 @@ class VoiceConnection:
             self._agent_id = message["agent_id"]
         if "conversation_id" in message:
             self._conversation_id = message["conversation_id"]
+        kind, language = message["type"], message.get("language")
         if kind == "start":
-            await self._async_start_utterance(message.get("language"))
+            await self._async_start_utterance(language)
         elif kind == "end":
-            self._end_utterance()
-        elif kind == "text" and isinstance(message.get("text"), str):
-            self._interrupt()
-            self._begin_reply(self._async_reply(message["text"], message.get("language")))
-        elif kind == "stop":
-            self._interrupt()
+            self._finish_utterance()
+        elif kind == "text":
+            await self._async_end_utterance()
+            self._begin_reply(message["text"], language)
+        else:  # stop
+            self._cancel_reply()
             self._send({"type": "stopped"})
-        else:
-            self._send_error("invalid_message", f"Unknown message: {kind}")
+
+    @staticmethod
+    def _language_of(raw: str) -> str | None:
+        """The language a message names, if it is one: a refusal is said in it."""
+        with contextlib.suppress(InvalidMessage):
+            language = parse_message(raw).get("language")
+            return language if isinstance(language, str) else None
+        return None
 
     async def _async_start_utterance(self, language: str | None) -> None:
-        """Barge-in: a new utterance silences the reply being spoken."""
-        self._interrupt()
-        if self._utterance is not None:
-            await self._utterance.close()
-            self._utterance = None
+        """Barge-in: a new utterance cancels the reply in flight."""
+        self._cancel_reply()
+        await self._async_end_utterance()
         entry = self._entry()
         address = self._address(entry, CONF_STT_SERVER) if entry else None
         if entry is None or address is None:
-            self._send_error("stt_not_configured", "No speech-to-text server is set up.")
+            await self._async_send_spoken_error("stt_not_configured", language)
             return
-        utterance = Transcription(address, language or self.hass.config.language)
+        transcription = Transcription(address, language or self.hass.config.language)
         try:
-            await utterance.start()
+            await transcription.start()
         except SpeechError as err:
+            await transcription.close()
             await self._async_speech_failed(err, language)
             return
-        self._utterance, self._utterance_language = utterance, language
+        self._utterance = _Utterance(transcription, language)
 
     async def _async_audio(self, pcm: bytes) -> None:
-        if self._utterance is None:
+        if (utterance := self._utterance) is None:
             return  # audio outside an utterance (after an error, or before start)
-        try:
-            await self._utterance.send(pcm)
-        except SpeechError as err:
-            await self._utterance.close()
-            self._utterance = None
-            await self._async_speech_failed(err, self._utterance_language)
-
-    def _end_utterance(self) -> None:
-        if self._utterance is None:
+        if not utterance.accepts(pcm):
+            await self._async_end_utterance()
+            await self._async_send_spoken_error("utterance_too_long", utterance.language)
             return
-        utterance, self._utterance = self._utterance, None
-        self._begin_reply(self._async_reply(utterance, self._utterance_language))
+        try:
+            await utterance.transcription.send(pcm)
+        except SpeechError as err:
+            await self._async_end_utterance()
+            await self._async_speech_failed(err, utterance.language)
+
+    def _finish_utterance(self) -> None:
+        """End of speech: the utterance is transcribed and answered."""
+        if (utterance := self._utterance) is None:
+            return
+        self._utterance = None
+        self._begin_reply(utterance.transcription, utterance.language)
+
+    async def _async_end_utterance(self) -> None:
+        """Abandon the utterance being spoken, if any."""
+        if (utterance := self._utterance) is not None:
+            self._utterance = None
+            await utterance.transcription.close()
 
     async def _async_speech_failed(self, err: SpeechError, language: str | None) -> None:
         LOGGER.warning("Speech-to-text failed: %s", err)
-        message = await async_spoken_message(
-            self.hass, language or self.hass.config.language, err.kind
-        )
-        self._send_error(err.kind, message)
+        await self._async_send_spoken_error(err.kind, language)
 
     # --- Replies -------------------------------------------------------------------
 
-    def _begin_reply(self, job: Any) -> None:
-        self._reply = asyncio.create_task(job, name="majordome voice reply")
+    def _begin_reply(self, said: Transcription | str, language: str | None) -> None:
+        """Answer in a task of its own, once the reply it supersedes has ended."""
+        previous = self._cancel_reply()
+        self._reply = asyncio.create_task(
+            self._async_reply(said, language, previous, self._generation),
+            name="majordome voice reply",
+        )
 
-    def _interrupt(self, *, notify: bool = True) -> None:
-        """Stop the reply being spoken; the turn itself still ends and is stored."""
-        if self._reply is None or self._reply.done():
-            return
-        self._reply.cancel()
-        self._generation += 1
-        if notify:
-            self._send({"type": "interrupted"})
+    def _cancel_reply(self, *, notify: bool = True) -> asyncio.Task[None] | None:
+        """Cancel the reply in flight (its turn, model call and speech); the last reply.
 
-    async def _async_reply(self, said: Transcription | str, language: str | None) -> None:
+        The task returned may still be ending: the next reply waits for it.
+        """
+        reply = self._reply
+        if reply is not None and not reply.done() and not reply.cancelling():
+            reply.cancel()
+            self._generation += 1
+            if notify:
+                self._send({"type": "interrupted"})
+        return reply
+
+    async def _async_reply(
+        self,
+        said: Transcription | str,
+        language: str | None,
+        previous: asyncio.Task[None] | None,
+        generation: int,
+    ) -> None:
         ended = time.monotonic()  # end of speech: every timing counts from here
         language = language or self.hass.config.language
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])  # one turn in flight
+            if isinstance(said, Transcription):
+                try:
+                    text = await said.finish()
+                except SpeechError as err:
+                    await self._async_speech_failed(err, language)
+                    return
+                self._send({"type": "transcript", "text": text}, generation)
+            else:
+                text = said
+        finally:
+            if isinstance(said, Transcription):
+                await said.close()  # also when cancelled before finishing
+        await self._async_answer(text, language, ended, generation)
+
+    async def _async_answer(self, text: str, language: str, ended: float, generation: int) -> None:
         entry = self._entry()
-        if isinstance(said, Transcription):
-            try:
-                text = await said.finish()
-            except SpeechError as err:
-                await self._async_speech_failed(err, language)
-                return
-            self._send({"type": "transcript", "text": text})
-        else:
-            text = said
         if is_stop_word(text):
-            self._send({"type": "stopped"})
+            self._send({"type": "stopped"}, generation)
             return
         if entry is None or (agent_id := self._agent(entry)) is None:
-            message = await async_spoken_message(self.hass, language, "no_agent")
-            self._send_error("no_agent", message)
+            await self._async_send_spoken_error("no_agent", language)
             return
         if not text.strip():
-            self._send({"type": "ignored", "text": text})
+            self._send({"type": "ignored", "text": text}, generation)
             return
         address = self._address(entry, CONF_TTS_SERVER)
-        generation = self._generation
         speaker = (
             Speaker(
                 address,
                 entry.options.get(CONF_TTS_VOICE) or None,
                 lambda message: self._send(message, generation),
-                lambda pcm: self._outbox.put_nowait((generation, pcm)),
+                lambda pcm: self._queue(generation, pcm),
             )
             if address
             else None
@@ -362,31 +570,23 @@ class VoiceConnection:
                 agent_id, text, language, reply.listener(self._send, generation)
             )
             if result is None:  # the conversation stayed busy: the user was told
-                if speaker is not None:
-                    speaker.cancel()
                 return
             speech = result.response.speech.get("plain", {}).get("speech", "")
             if not speech:  # screened out: nothing is said
-                if speaker is not None:
-                    speaker.cancel()
-                self._send({"type": "ignored", "text": text})
+                self._send({"type": "ignored", "text": text}, generation)
                 return
             reply.finish(speech)
             if speaker is not None:
                 await speaker.finish()
                 if speaker.error is not None:
-                    message = await async_spoken_message(self.hass, language, speaker.error.kind)
-                    self._send_error(speaker.error.kind, message)
+                    await self._async_send_spoken_error(speaker.error.kind, language)
         except Exception:  # noqa: BLE001 - the client gets a sentence, the log the trace
             LOGGER.exception("Voice reply failed")
-            if speaker is not None:
-                speaker.cancel()
-            self._send_error("unknown", await async_spoken_message(self.hass, language, "unknown"))
+            await self._async_send_spoken_error("unknown", language)
             return
-        except asyncio.CancelledError:
+        finally:
             if speaker is not None:
-                speaker.cancel()
-            raise
+                await speaker.async_cancel()  # done already, unless cut short
         timings.update(reply.timings(ended))
         if speaker is not None and speaker.first_audio_at is not None:
             timings["first_audio_s"] = speaker.first_audio_at - ended
@@ -397,7 +597,8 @@ class VoiceConnection:
                 "conversation_id": result.conversation_id,
                 "continue_conversation": result.continue_conversation,
                 "timings": {key: round(value, 3) for key, value in timings.items()},
-            }
+            },
+            generation,
         )
 
     async def _async_run_turn(
@@ -409,33 +610,21 @@ class VoiceConnection:
     ) -> conversation.ConversationResult | None:
         """The turn's result once the conversation is free; None if it stayed busy.
 
-        One turn at a time: Home Assistant 2026.11 refuses a second one in a busy
-        conversation (ConversationBusyError), and before it both turns would store
-        their own copy of the history, one losing the other's exchange. The turn a
-        barge-in interrupted is awaited; a turn of another client of the same
-        conversation is waited out for BUSY_WAIT_S, then the user is told.
+        A turn of another client of the same conversation (Home Assistant 2026.11
+        refuses a second turn in a busy conversation) is waited out for BUSY_WAIT_S,
+        then the user is told.
         """
         deadline = time.monotonic() + BUSY_WAIT_S
         while True:
-            while (previous := self._turn) is not None and not previous.done():
-                await asyncio.wait([previous])  # its failure is its own reply's to tell
-            # Once started, the turn runs on even if the user barges in: its history
-            # stays whole.
-            turn = asyncio.ensure_future(self._async_turn(agent_id, text, language, listener))
-            self._turn = turn
             try:
-                return await asyncio.shield(turn)
+                return await self._async_turn(agent_id, text, language, listener)
             except compat.BUSY_ERRORS:
                 if time.monotonic() >= deadline:
                     LOGGER.warning(
                         "Conversation %s stayed busy: turn dropped", self._conversation_id
                     )
-                    message = await async_spoken_message(self.hass, language, "conversation_busy")
-                    self._send_error("conversation_busy", message)
+                    await self._async_send_spoken_error("conversation_busy", language)
                     return None
-            except asyncio.CancelledError:
-                turn.add_done_callback(_log_interrupted_failure)
-                raise
             await asyncio.sleep(BUSY_RETRY_S)
 
     async def _async_turn(
@@ -449,8 +638,7 @@ class VoiceConnection:
         context = Context(user_id=self._user.id if self._user else None)
         SPOKEN_INPUT.set(True)  # this task's own context: the flag ends with it
         with (
-            # The user's context: Home Assistant 2026.11 records them as the session's owner.
-            compat.chat_session_for(self.hass, self._conversation_id, context) as session,
+            self._session(context) as session,
             conversation.async_get_chat_log(self.hass, session, chat_log_delta_listener=listener),
         ):
             # Known now, not when the turn ends: a barge-in must not lose the conversation.
@@ -458,6 +646,27 @@ class VoiceConnection:
             return await conversation.async_converse(
                 self.hass, text, session.conversation_id, context, language, agent_id=agent_id
             )
+
+    @contextlib.contextmanager
+    def _session(self, context: Context) -> Iterator[chat_session.ChatSession]:
+        """The conversation's chat session, opened with the user's context.
+
+        Home Assistant 2026.11 makes the first user of a conversation its owner and
+        refuses it to others: a conversation id of another user's conversation starts
+        a new conversation instead.
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                session = stack.enter_context(
+                    compat.chat_session_for(self.hass, self._conversation_id, context)
+                )
+            except compat.NOT_OWNER_ERRORS:
+                LOGGER.info(
+                    "Conversation %s has another owner: a new one starts", self._conversation_id
+                )
+                self._conversation_id = None
+                session = stack.enter_context(compat.chat_session_for(self.hass, None, context))
+            yield session
 
 
 async def _async_close(socket: web.WebSocketResponse) -> None:
@@ -475,12 +684,6 @@ async def _async_close(socket: web.WebSocketResponse) -> None:
         stop_heartbeat = getattr(socket, "_cancel_heartbeat", None)  # no public way
         if callable(stop_heartbeat):
             stop_heartbeat()
-
-
-def _log_interrupted_failure(turn: asyncio.Future[conversation.ConversationResult]) -> None:
-    """Log how a turn failed after the user barged in: no reply awaits it any more."""
-    if not turn.cancelled() and (err := turn.exception()) is not None:
-        LOGGER.warning("A voice turn failed after it was interrupted: %s", err, exc_info=err)
 
 
 class _StreamedReply:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import asyncio
 from collections.abc import Callable
+import contextlib
 import math
 import sys
 import time
@@ -63,9 +64,10 @@ class Speaker:
         self._sentences.put_nowait(None)
         await self._task
 
-    def cancel(self) -> None:
-        """Stop speaking now (barge-in)."""
+    async def async_cancel(self) -> None:
+        """Stop speaking now (barge-in), and wait until the TTS server is hung up on."""
         self._task.cancel()
+        await asyncio.wait([self._task])
 
     async def _async_run(self) -> None:
         index = 0
@@ -83,23 +85,33 @@ class Speaker:
 
     async def _async_speak(self, index: int, sentence: str) -> None:
         started: AudioFormat | None = None
-        async for audio_format, pcm in async_synthesize(self._address, sentence, self._voice):
-            if started != audio_format:
+        # Closed here, not later by the garbage collector, when speech is cut short.
+        async with contextlib.aclosing(
+            async_synthesize(self._address, sentence, self._voice)
+        ) as audio:
+            async for audio_format, pcm in audio:
+                self._play(index, started, audio_format, pcm)
                 started = audio_format
-                self._send_json(
-                    {
-                        "type": "audio_start",
-                        "index": index,
-                        "rate": audio_format.rate,
-                        "width": audio_format.width,
-                        "channels": audio_format.channels,
-                    }
-                )
-            if self.first_audio_at is None:
-                self.first_audio_at = time.monotonic()
-            self._send_json(
-                {"type": "level", "index": index, "value": audio_level(pcm, audio_format.width)}
-            )
-            self._send_audio(pcm)
         if started is not None:
             self._send_json({"type": "audio_end", "index": index})
+
+    def _play(
+        self, index: int, started: AudioFormat | None, audio_format: AudioFormat, pcm: bytes
+    ) -> None:
+        """Send a chunk, after an audio_start when its format is new."""
+        if started != audio_format:
+            self._send_json(
+                {
+                    "type": "audio_start",
+                    "index": index,
+                    "rate": audio_format.rate,
+                    "width": audio_format.width,
+                    "channels": audio_format.channels,
+                }
+            )
+        if self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+        self._send_json(
+            {"type": "level", "index": index, "value": audio_level(pcm, audio_format.width)}
+        )
+        self._send_audio(pcm)

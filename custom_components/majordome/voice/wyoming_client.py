@@ -1,8 +1,10 @@
 """Wyoming speech servers: describe, transcribe a stream, synthesize a sentence.
 
-wyoming 1.5.4 (Home Assistant 2025.4's pin) has no timeouts of its own and its
-read_event() returns None when the peer hangs up: every read here has a deadline
-and every way a server can fail becomes a SpeechError with a kind the user hears.
+wyoming (1.5.4 in Home Assistant 2025.4, 1.10 later) has no timeouts of its own and
+reads whatever length a server announces. Here every step has one deadline for the
+whole of it (connecting, writing and every read of one description, transcript or
+synthesis), events and the audio of a sentence have a size limit, and every way a
+server can fail becomes a SpeechError with a kind the user hears.
 """
 
 from __future__ import annotations
@@ -12,23 +14,33 @@ from collections.abc import AsyncGenerator
 import contextlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Self
+import json
+from typing import Any, Self
 
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_write_event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 CONNECT_TIMEOUT = 5.0
+# Connecting, asking and reading the answer, all in all.
 DESCRIBE_TIMEOUT = 5.0
-# A transcript comes ~1 s after the audio ends on a small CPU; a long utterance
+# From the end of the audio to the transcript: ~1 s on a small CPU; a long utterance
 # on a loaded machine may take several.
 TRANSCRIPT_TIMEOUT = 30.0
-# Between two audio events of a synthesis (piper sends a sentence's audio at once).
+# One sentence's whole synthesis, from connecting to its last chunk (piper sends a
+# sentence's audio at once).
 SYNTHESIS_TIMEOUT = 30.0
+# Writing one event (a chunk of the user's audio): a server that stops reading fills
+# the socket's buffers, and a write would wait for it forever.
+WRITE_TIMEOUT = 5.0
+# What a server may send: one event's header and data, one payload (a chunk of audio),
+# and the audio of one sentence (~6 minutes at 22 kHz).
+MAX_EVENT_BYTES = 64 * 1024
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+MAX_SYNTHESIS_BYTES = 16 * 1024 * 1024
 
 MIC_RATE = 16000  # what STT servers expect and what the endpoint accepts
 MIC_WIDTH = 2
@@ -90,40 +102,57 @@ class AudioFormat:
 
 
 class _Connection:
-    """One TCP connection to a Wyoming server, with deadlines on every step."""
+    """One TCP connection to a Wyoming server; each call has a deadline (loop time)."""
 
     def __init__(self, address: ServerAddress) -> None:
         self._address = address
-        self._client = AsyncTcpClient(address.host, address.port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
 
-    async def __aenter__(self) -> Self:
+    async def open(self, deadline: float) -> None:
+        """Connect, by the deadline and within CONNECT_TIMEOUT."""
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._client.connect()
+            async with asyncio.timeout_at(min(deadline, loop.time() + CONNECT_TIMEOUT)):
+                self._reader, self._writer = await asyncio.open_connection(
+                    self._address.host, self._address.port, limit=MAX_EVENT_BYTES
+                )
         except TimeoutError as err:
             raise SpeechError(SpeechErrorKind.TIMEOUT, f"connecting to {self._address}") from err
         except OSError as err:
             raise SpeechError(SpeechErrorKind.CANNOT_CONNECT, f"{self._address}: {err}") from err
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        with contextlib.suppress(OSError):  # the server already hung up
-            await self._client.disconnect()
+    async def close(self) -> None:
+        """Hang up, without waiting on a server that does not read any more."""
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
 
-    async def write(self, event: Event) -> None:
+    async def write(self, event: Event, deadline: float) -> None:
+        """Send one event by the deadline."""
+        assert self._writer is not None
         try:
-            await self._client.write_event(event)
-        except OSError as err:
+            async with asyncio.timeout_at(deadline):
+                await async_write_event(event, self._writer)
+        except TimeoutError as err:
+            raise SpeechError(
+                SpeechErrorKind.TIMEOUT, f"{self._address} does not read what it is sent"
+            ) from err
+        except (OSError, RuntimeError) as err:  # reset, or written after the hang-up
             raise SpeechError(SpeechErrorKind.SERVER_ERROR, f"{self._address}: {err}") from err
 
-    async def read(self, deadline_s: float) -> Event:
-        """Return the next event; an `error` event or a hang-up raises."""
+    async def read(self, deadline: float) -> Event:
+        """Return the next event by the deadline; an `error` event or a hang-up raises."""
         try:
-            async with asyncio.timeout(deadline_s):
-                event = await self._client.read_event()
+            async with asyncio.timeout_at(deadline):
+                event = await self._read_event()
         except TimeoutError as err:
-            raise SpeechError(SpeechErrorKind.TIMEOUT, f"{self._address} is silent") from err
-        except (OSError, ValueError) as err:  # reset, or a garbled header
+            raise SpeechError(SpeechErrorKind.TIMEOUT, f"{self._address} is too slow") from err
+        except (OSError, TypeError, ValueError, RecursionError, asyncio.IncompleteReadError) as err:
+            # Reset, hung up mid-event, garbled, nested too deep or oversized.
             raise SpeechError(SpeechErrorKind.SERVER_ERROR, f"{self._address}: {err}") from err
         if event is None:
             raise SpeechError(SpeechErrorKind.SERVER_ERROR, f"{self._address} hung up")
@@ -132,15 +161,56 @@ class _Connection:
             raise SpeechError(SpeechErrorKind.SERVER_ERROR, f"{error.code}: {error.text}")
         return event
 
+    async def _read_event(self) -> Event | None:
+        """Read an event in wyoming's framing, with the lengths a server announces checked first.
+
+        A header line longer than MAX_EVENT_BYTES makes readline() raise ValueError.
+        """
+        assert self._reader is not None
+        line = await self._reader.readline()
+        if not line:
+            return None
+        header = json.loads(line)
+        if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+            raise TypeError("not a Wyoming event")
+        data: dict[str, Any] = header.get("data") or {}
+        data_length = _length(header, "data_length", MAX_EVENT_BYTES)
+        if data_length:
+            extra = json.loads(await self._reader.readexactly(data_length))
+            if not isinstance(data, dict) or not isinstance(extra, dict):
+                raise TypeError("event data is not an object")
+            data = {**data, **extra}
+        payload_length = _length(header, "payload_length", MAX_PAYLOAD_BYTES)
+        payload = await self._reader.readexactly(payload_length) if payload_length else None
+        return Event(type=header["type"], data=data, payload=payload)
+
+
+def _length(header: dict[str, Any], key: str, limit: int) -> int:
+    """A length the header announces; ValueError when it is not one, or too long."""
+    value = header.get(key) or 0
+    if not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"{key} {value!r} is not a length up to {limit}")
+    return value
+
+
+def _deadline(seconds: float) -> float:
+    """The loop time `seconds` from now."""
+    return asyncio.get_running_loop().time() + seconds
+
 
 async def async_describe(address: ServerAddress) -> Info:
     """Ask a server what it offers (used to validate the options)."""
-    async with _Connection(address) as connection:
-        await connection.write(Describe().event())
+    deadline = _deadline(DESCRIBE_TIMEOUT)
+    connection = _Connection(address)
+    await connection.open(deadline)
+    try:
+        await connection.write(Describe().event(), deadline)
         while True:
-            event = await connection.read(DESCRIBE_TIMEOUT)
+            event = await connection.read(deadline)
             if Info.is_type(event.type):
                 return Info.from_event(event)
+    finally:
+        await connection.close()
 
 
 def installed_voices(info: Info) -> list[str]:
@@ -152,7 +222,9 @@ class Transcription:
     """Audio streamed to an STT server while the user speaks; the text at the end.
 
     Chunks go out as they arrive, so the server has everything the moment speech
-    ends and only the recognition itself is left to wait for.
+    ends and only the recognition itself is left to wait for. Each step has its
+    deadline: connecting, each chunk written, and the end (the rest written and the
+    transcript read).
     """
 
     def __init__(self, address: ServerAddress, language: str | None) -> None:
@@ -163,21 +235,27 @@ class Transcription:
 
     async def start(self) -> None:
         """Connect and announce the audio."""
-        await self._connection.__aenter__()
+        deadline = _deadline(CONNECT_TIMEOUT + WRITE_TIMEOUT)
         self._started = True
-        await self._connection.write(Transcribe(language=self._language).event())
-        await self._connection.write(AudioStart(MIC_RATE, MIC_WIDTH, MIC_CHANNELS).event())
+        await self._connection.open(deadline)
+        await self._connection.write(Transcribe(language=self._language).event(), deadline)
+        await self._connection.write(
+            AudioStart(MIC_RATE, MIC_WIDTH, MIC_CHANNELS).event(), deadline
+        )
 
     async def send(self, pcm: bytes) -> None:
         """Forward 16 kHz mono 16-bit audio."""
-        await self._connection.write(AudioChunk(MIC_RATE, MIC_WIDTH, MIC_CHANNELS, pcm).event())
+        await self._connection.write(
+            AudioChunk(MIC_RATE, MIC_WIDTH, MIC_CHANNELS, pcm).event(), _deadline(WRITE_TIMEOUT)
+        )
 
     async def finish(self) -> str:
         """End the audio and wait for the transcript."""
+        deadline = _deadline(TRANSCRIPT_TIMEOUT)
         try:
-            await self._connection.write(AudioStop().event())
+            await self._connection.write(AudioStop().event(), deadline)
             while True:
-                event = await self._connection.read(TRANSCRIPT_TIMEOUT)
+                event = await self._connection.read(deadline)
                 if Transcript.is_type(event.type):
                     # faster-whisper puts a space in front of every transcript.
                     return str(Transcript.from_event(event).text).strip()
@@ -188,28 +266,45 @@ class Transcription:
         """Hang up (also when the utterance is abandoned)."""
         if self._started:
             self._started = False
-            await self._connection.__aexit__(None, None, None)
+            await self._connection.close()
 
 
 async def async_synthesize(
     address: ServerAddress, text: str, voice: str | None
 ) -> AsyncGenerator[tuple[AudioFormat, bytes]]:
-    """Yield the audio of one sentence, chunk by chunk, with its format."""
-    async with _Connection(address) as connection:
+    """Yield the audio of one sentence, chunk by chunk, with its format.
+
+    The whole synthesis has one deadline (time spent by the caller between two
+    chunks included) and at most MAX_SYNTHESIS_BYTES of audio.
+    """
+    deadline = _deadline(SYNTHESIS_TIMEOUT)
+    connection = _Connection(address)
+    await connection.open(deadline)
+    try:
         await connection.write(
-            Synthesize(text=text, voice=SynthesizeVoice(name=voice) if voice else None).event()
+            Synthesize(text=text, voice=SynthesizeVoice(name=voice) if voice else None).event(),
+            deadline,
         )
         audio_format: AudioFormat | None = None
+        received = 0
         while True:
-            event = await connection.read(SYNTHESIS_TIMEOUT)
+            event = await connection.read(deadline)
             if AudioStart.is_type(event.type):
                 start = AudioStart.from_event(event)
                 audio_format = AudioFormat(start.rate, start.width, start.channels)
             elif AudioChunk.is_type(event.type):
                 chunk = AudioChunk.from_event(event)
+                received += len(chunk.audio)
+                if received > MAX_SYNTHESIS_BYTES:
+                    raise SpeechError(
+                        SpeechErrorKind.SERVER_ERROR,
+                        f"{address} sent more than {MAX_SYNTHESIS_BYTES} bytes of audio",
+                    )
                 yield (
                     audio_format or AudioFormat(chunk.rate, chunk.width, chunk.channels),
-                    (chunk.audio),
+                    chunk.audio,
                 )
             elif AudioStop.is_type(event.type):
                 return
+    finally:
+        await connection.close()
