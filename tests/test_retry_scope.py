@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.majordome.config_flow import DEFAULT_OPTIONS
+from custom_components.majordome.const import CONF_LOCAL_INTENTS
 from devtools.house import async_setup_house
 from devtools.scripted_server import ScriptedServer, text, tool_calls
 from homeassistant.core import HomeAssistant
@@ -23,6 +25,12 @@ from .helpers import converse, tool_messages
 
 KITCHEN_LIGHT = "light.kitchen_light"
 BEDROOM_LAMP = "light.bedroom_lamp"
+
+
+@pytest.fixture
+def entry_options() -> dict[str, Any]:
+    """The model takes every turn (Home Assistant's own sentences would answer first)."""
+    return {**DEFAULT_OPTIONS, CONF_LOCAL_INTENTS: False}
 
 
 @pytest.fixture
