@@ -225,6 +225,8 @@ class MajordomeEntity(Entity):
             memory=self.runtime.memory,
             utterance=user_input.text,
         ).async_get_api_instance(compat.llm_context(user_input, DOMAIN))
+        # Turns that waited together there (a platform loading) resume together.
+        await pacing.async_wait_pass(self.hass)
         extra_system_prompt = user_input.extra_system_prompt or chat_log.extra_system_prompt
         language = prompt.base_language(user_input.language)
         system_prompt = prompt.build_system_prompt(
