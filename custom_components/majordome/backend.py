@@ -516,18 +516,26 @@ def _request(
     extra_body: dict[str, Any] | None,
     stream: bool,
 ) -> dict[str, Any]:
-    """Return the arguments of a chat-completions call (no empty tools or hints)."""
+    """Return the arguments of a chat-completions call (no empty tools or hints).
+
+    The messages and tools are JSON already: they go into the body as they are (the
+    client's `extra_body`, which wins over its own keys), not through the client's
+    conversion of its parameters, which walks them by their type hints: about 8 ms of
+    the event loop per call with a dozen tools on openai 1.68, fifty times over when
+    fifty people speak at once.
+    """
     kwargs: dict[str, Any] = {
         "model": model,
-        "messages": messages,
+        "messages": [],
         "temperature": temperature,
         "max_tokens": max_tokens,
         "stream": stream,
+        "extra_body": {
+            "messages": messages,
+            **({"tools": tools} if tools else {}),
+            **(extra_body or {}),
+        },
     }
-    if tools:
-        kwargs["tools"] = tools
-    if extra_body:
-        kwargs["extra_body"] = extra_body
     return kwargs
 
 

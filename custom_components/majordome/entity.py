@@ -28,7 +28,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, intent, translation
 from homeassistant.helpers.entity import Entity
 
-from . import backend, compat, local, memory, metacognition, onboarding, prompt, tools
+from . import backend, compat, local, memory, metacognition, onboarding, pacing, prompt, tools
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
@@ -185,6 +185,7 @@ class MajordomeEntity(Entity):
         if pipeline_tried:
             trace.local = local.LocalOutcome.PIPELINE
             return None
+        await pacing.async_wait_pass(self.hass)  # many turns at once: a few per pass
         started = time.monotonic()
         result = await local.async_try(self.hass, user_input, chat_log)
         trace.local_s = time.monotonic() - started
@@ -201,6 +202,7 @@ class MajordomeEntity(Entity):
         trace: TurnTrace,
     ) -> str:
         """The model's turn: prompt, screening by a model, tools, memory; its answer."""
+        await pacing.async_wait_pass(self.hass)  # many turns at once: a few per pass
         turn = await self._async_prepare(user_input, chat_log, trace)
         await self._async_screen_with_model(user_input, chat_log, turn, trace)
         if await self._async_read_introduction(user_input, chat_log, turn):
@@ -223,6 +225,8 @@ class MajordomeEntity(Entity):
             memory=self.runtime.memory,
             utterance=user_input.text,
         ).async_get_api_instance(compat.llm_context(user_input, DOMAIN))
+        # Turns that waited together there (a platform loading) resume together.
+        await pacing.async_wait_pass(self.hass)
         extra_system_prompt = user_input.extra_system_prompt or chat_log.extra_system_prompt
         language = prompt.base_language(user_input.language)
         system_prompt = prompt.build_system_prompt(
@@ -271,6 +275,7 @@ class MajordomeEntity(Entity):
         trimmed = False
         while calls < max_iterations:
             calls += 1
+            await pacing.async_wait_pass(self.hass)  # building the request costs CPU too
             stats = backend.StreamStats()
             trace.completions.append(stats)
             stream = backend.async_stream_completion(
