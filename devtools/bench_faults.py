@@ -423,6 +423,8 @@ async def _async_voice_client(
                     return str(event.get("text", ""))
                 if event["type"] in ("error", "ignored", "stopped", "auth_invalid"):
                     return str(event.get("message") or f"({event['type']})")
+            if socket.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                return "(closed: message too big)"  # the protocol's own answer (RFC 6455)
     except (OSError, aiohttp.ClientError, ValueError):  # TimeoutError and resets are OSErrors
         return None
     return None
