@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+import contextlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 import json
@@ -414,19 +415,30 @@ async def _async_voice_client(
             await socket.receive_json()  # auth_required
             await socket.send_json({"type": "auth", "access_token": token})
             text_message = {"type": "text", "text": said, "language": "en", "entry_id": entry_id}
-            await socket.send_str(said if raw else json.dumps(text_message))
-            async for message in socket:
-                if message.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                event = json.loads(message.data)
-                if event["type"] == "reply_end":
-                    return str(event.get("text", ""))
-                if event["type"] in ("error", "ignored", "stopped", "auth_invalid"):
-                    return str(event.get("message") or f"({event['type']})")
-            if socket.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-                return "(closed: message too big)"  # the protocol's own answer (RFC 6455)
+            # Read while writing: a server refusing a huge frame answers (and hangs up)
+            # before the client has finished sending it.
+            answer = asyncio.create_task(_async_answer(socket))
+            # (What the server said before it hung up is in `answer`.)
+            with contextlib.suppress(OSError, aiohttp.ClientError):
+                await socket.send_str(said if raw else json.dumps(text_message))
+            return await answer
     except (OSError, aiohttp.ClientError, ValueError):  # TimeoutError and resets are OSErrors
         return None
+    return None
+
+
+async def _async_answer(socket: aiohttp.ClientWebSocketResponse) -> str | None:
+    """The reply's text, an error's, "(ignored)", or the close code's meaning; None if none."""
+    async for message in socket:
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            continue
+        event = json.loads(message.data)
+        if event["type"] == "reply_end":
+            return str(event.get("text", ""))
+        if event["type"] in ("error", "ignored", "stopped", "auth_invalid"):
+            return str(event.get("message") or f"({event['type']})")
+    if socket.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+        return "(closed: message too big)"  # the protocol's own answer (RFC 6455)
     return None
 
 
