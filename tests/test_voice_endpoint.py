@@ -1293,6 +1293,8 @@ async def test_a_flood_of_messages_is_rate_limited_and_runs_one_turn_at_a_time(
     assert len(refused) <= 50 - endpoint.RATE_BURST
 
     assert len(scripted.chat_requests) <= 50 - len(refused)
+    # Each superseded turn's model call ended with it: only the last one may still run.
+    await scripted.wait_for_streams_ended(len(scripted.chat_requests) - 1)
 
 
 @pytest.mark.parametrize("language", ["en", "fr"])

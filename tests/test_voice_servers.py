@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from custom_components.majordome.voice import wyoming_client
 from devtools.voice_servers import (
     STT_RATE,
     PiperServer,
@@ -54,6 +55,21 @@ def test_describe(
     assert asr_info.asr
     assert not asr_info.tts
     assert piper_server.uri == f"tcp://127.0.0.1:{piper_server.port}"
+
+
+def test_majordome_describes_the_real_servers(
+    socket_enabled: None, piper_server: PiperServer, whisper_server: WhisperServer
+) -> None:
+    """What the household options ask each server: piper describes every voice it knows
+    (about 250 kB), which the client's limits must let through."""
+
+    async def describe(server: PiperServer | WhisperServer) -> wyoming_client.Info:
+        address = wyoming_client.ServerAddress.parse(f"{server.host}:{server.port}")
+        return await wyoming_client.async_describe(address)
+
+    tts_info = asyncio.run(describe(piper_server))
+    assert "en_US-joe-medium" in wyoming_client.installed_voices(tts_info)
+    assert asyncio.run(describe(whisper_server)).asr
 
 
 def test_round_trip(

@@ -312,6 +312,10 @@ class MajordomeEntity(Entity):
                     raise
                 LOGGER.debug("Follow-up failed after a tool (%s): answering for the model", err)
                 return answer
+            finally:
+                # A turn cancelled while the stream waits at a chunk (a barge-in) closes
+                # the request now, not when the collector finds the stream.
+                await stream.aclose()
             if not chat_log.unresponded_tool_results:
                 break
             if _repeats_itself(chat_log, turn.turn_start):

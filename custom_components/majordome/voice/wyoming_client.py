@@ -36,9 +36,11 @@ SYNTHESIS_TIMEOUT = 30.0
 # Writing one event (a chunk of the user's audio): a server that stops reading fills
 # the socket's buffers, and a write would wait for it forever.
 WRITE_TIMEOUT = 5.0
-# What a server may send: one event's header and data, one payload (a chunk of audio),
-# and the audio of one sentence (~6 minutes at 22 kHz).
+# What a server may send: one event's header line and its data (piper describes every
+# voice it knows: ~250 kB), one payload (a chunk of audio), and the audio of one
+# sentence (~6 minutes at 22 kHz).
 MAX_EVENT_BYTES = 64 * 1024
+MAX_DATA_BYTES = 2 * 1024 * 1024
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_SYNTHESIS_BYTES = 16 * 1024 * 1024
 
@@ -174,7 +176,7 @@ class _Connection:
         if not isinstance(header, dict) or not isinstance(header.get("type"), str):
             raise TypeError("not a Wyoming event")
         data: dict[str, Any] = header.get("data") or {}
-        data_length = _length(header, "data_length", MAX_EVENT_BYTES)
+        data_length = _length(header, "data_length", MAX_DATA_BYTES)
         if data_length:
             extra = json.loads(await self._reader.readexactly(data_length))
             if not isinstance(data, dict) or not isinstance(extra, dict):
