@@ -585,6 +585,7 @@ async def async_prompt_cache(
                 # A background memory summary would take the server's only slot
                 # (and its cache) in the middle of the measured turns.
                 CONF_MEMORY_EVERY: 0,
+                CONF_LOCAL_INTENTS: False,  # the model's prompt is what is measured
             },
         )
         # Memory is in every prompt, as at home: it sits at the end of the system
