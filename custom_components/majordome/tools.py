@@ -243,16 +243,18 @@ class MajordomeAPIInstance(llm.APIInstance):
             hint = ""
             if _exposed_names(self.api.hass, tool_input.tool_name):
                 # Small models put the device's name where the tool's name goes.
+                shown_names = compat.shown_tool_names(tool_names)
                 turn_on, turn_off = (
-                    compat.tool_named(name, tool_names) or name
+                    shown_names.get(compat.tool_named(name, tool_names) or name, name)
                     for name in ("HassTurnOn", "HassTurnOff")
                 )
                 hint = (
                     f" {shown!r} is a device, not a tool: pass it as the "
                     f"`name` argument of a tool such as {turn_on} or {turn_off}."
                 )
+            listed = ", ".join(compat.shown_tool_names(tool_names).values())
             raise HomeAssistantError(
-                f"There is no tool named {shown!r}.{hint} The tools are: {', '.join(tool_names)}."
+                f"There is no tool named {shown!r}.{hint} The tools are: {listed}."
             )
         arguments = _said_settings(
             tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
@@ -473,23 +475,27 @@ class MajordomeAPI(llm.API):
             theirs = [tool for tool in assist.tools if tool.name not in ours]
         if not any(compat.base_tool_name(tool.name) == DATE_TIME_TOOL for tool in theirs):
             ours.update((tool.name, tool()) for tool in MAJORDOME_TOOLS)
+        tools = [*theirs, *(ours[name] for name in sorted(ours))]
         return MajordomeAPIInstance(
             api=self,
-            api_prompt=api_prompt,
+            api_prompt=compat.with_shown_names(
+                api_prompt, compat.shown_tool_names(tool.name for tool in tools)
+            ),
             llm_context=llm_context,
-            tools=[*theirs, *(ours[name] for name in sorted(ours))],
+            tools=tools,
             custom_serializer=serializer,
             utterance=self.utterance,
         )
 
 
 def format_tools(api: llm.APIInstance) -> list[dict[str, Any]]:
-    """Return the tools in the chat-completions format."""
+    """Return the tools in the chat-completions format, named as the model sees them."""
+    shown = compat.shown_tool_names(tool.name for tool in api.tools)
     return [
         {
             "type": "function",
             "function": {
-                "name": tool.name,
+                "name": shown[tool.name],
                 "description": tool.description or "",
                 "parameters": compat.tool_schema(tool.parameters, api.custom_serializer),
             },
