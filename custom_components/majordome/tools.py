@@ -488,9 +488,13 @@ class MajordomeAPI(llm.API):
         )
 
 
-def format_tools(api: llm.APIInstance) -> list[dict[str, Any]]:
-    """Return the tools in the chat-completions format, named as the model sees them."""
-    shown = compat.shown_tool_names(tool.name for tool in api.tools)
+def format_tools(api: llm.APIInstance, as_shown: bool = True) -> list[dict[str, Any]]:
+    """Return the tools in the chat-completions format, named as the model sees them.
+
+    `as_shown=False`: by their real names, as Home Assistant's own agents send them.
+    """
+    names = [tool.name for tool in api.tools]
+    shown = compat.shown_tool_names(names) if as_shown else dict(zip(names, names, strict=True))
     return [
         {
             "type": "function",
