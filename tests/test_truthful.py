@@ -16,6 +16,7 @@ from custom_components.majordome import truth
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_LOCAL_INTENTS, CONF_MEMORY_EVERY
 from custom_components.majordome.memory import Onboarding
+from custom_components.majordome.metacognition import normalize, read_list
 from custom_components.majordome.tools import spoken_date, spoken_time
 from devtools.house import async_setup_house
 from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
@@ -268,3 +269,22 @@ def test_claims_are_recognised(reply: str) -> None:
 )
 def test_statements_are_not_claims(reply: str) -> None:
     assert not truth.claims_done(reply)
+
+
+async def test_a_time_that_is_not_the_time_now_is_kept(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    scripted.add(text("I cannot set alarms, but 7 o'clock is a fine time to wake up."))
+
+    result = await converse(hass, entry, "wake me up at 7 o'clock tomorrow")
+
+    assert speech(result) == "I cannot set alarms, but 7 o'clock is a fine time to wake up."
+
+
+@pytest.mark.parametrize("name", ["completion_claims", "clock_questions", "clock_statements"])
+def test_the_phrase_lists_are_normalised_and_without_duplicates(name: str) -> None:
+    entries = read_list(name)
+    assert len(entries) >= 10
+    assert len(set(entries)) == len(entries)
+    for entry in entries:
+        assert normalize(entry) == entry, entry
