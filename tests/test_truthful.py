@@ -20,7 +20,7 @@ from custom_components.majordome.metacognition import normalize, read_list
 from custom_components.majordome.tools import spoken_date, spoken_time
 from devtools.house import async_setup_house
 from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 
@@ -288,3 +288,20 @@ def test_the_phrase_lists_are_normalised_and_without_duplicates(name: str) -> No
     assert len(set(entries)) == len(entries)
     for entry in entries:
         assert normalize(entry) == entry, entry
+
+
+async def test_changes_are_the_turns_and_its_childrens_only(hass: HomeAssistant) -> None:
+    """A script the turn starts runs in a child context: its changes are the turn's."""
+    turn = Context()
+    watch = truth.ChangeWatch(hass, turn)
+    hass.states.async_set("light.elsewhere", "on", context=Context())
+    hass.states.async_set("conversation.agent", "2026-12-03", context=turn)
+    assert watch.changed == set()
+
+    script = Context(parent_id=turn.id)
+    hass.bus.async_fire("call_service", {"domain": "script"}, context=script)
+    hass.states.async_set("light.hall", "on", context=Context(parent_id=script.id))
+    watch.async_close()
+    hass.states.async_set("light.porch", "on", context=turn)
+
+    assert watch.changed == {"light.hall"}

@@ -227,8 +227,10 @@ class MajordomeEntity(Entity):
             return await self._async_answer(user_input, chat_log, ("profile_saved", ""))
         answer = await self._async_tool_loop(user_input, chat_log, turn, trace)
         evidence = truth.evidence_from_tools(chat_log, turn.turn_start)
-        answer = await self._async_keep_truthful(user_input, chat_log, watch, evidence, answer)
-        speech = await self._async_answer(user_input, chat_log, answer)
+        said = await self._async_keep_truthful(user_input, chat_log, watch, evidence, answer)
+        if said is not answer and isinstance(answer, str):
+            turn.messages.pop()  # nor does the memory's summary read the untrue reply
+        speech = await self._async_answer(user_input, chat_log, said)
         return await self._async_remember(user_input, chat_log, turn, speech)
 
     async def _async_prepare(
