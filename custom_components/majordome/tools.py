@@ -45,6 +45,10 @@ _MONTHS = {
     "fr": ["janvier", "février", "mars", "avril", "mai", "juin", "juillet",
            "août", "septembre", "octobre", "novembre", "décembre"],
 }  # fmt: skip
+# Every day and month name above: a reply naming one speaks of a date.
+CALENDAR_NAMES = frozenset(
+    name for names in (*_WEEKDAYS.values(), *_MONTHS.values()) for name in names
+)
 
 
 def spoken_date(moment: datetime, language: str | None) -> str:
@@ -66,15 +70,33 @@ def spoken_time(moment: datetime, language: str | None) -> str:
 SPEECH_KEY = "speech"
 
 
+async def async_sentence(hass: HomeAssistant, language: str | None, key: str, **values: str) -> str:
+    """A sentence from the translations, in the user's language, filled in."""
+    strings = await translation.async_get_translations(
+        hass, base_language(language), "exceptions", {DOMAIN}
+    )
+    template = strings.get(f"component.{DOMAIN}.exceptions.{key}.message", "")
+    return template.format(**values) if template else " ".join(values.values())
+
+
 async def _async_sentence(
     hass: HomeAssistant, llm_context: llm.LLMContext, key: str, **values: str
 ) -> str:
     """A sentence from the translations, in the conversation's language, filled in."""
-    strings = await translation.async_get_translations(
-        hass, base_language(llm_context.language), "exceptions", {DOMAIN}
-    )
-    template = strings.get(f"component.{DOMAIN}.exceptions.{key}.message", "")
-    return template.format(**values) if template else " ".join(values.values())
+    return await async_sentence(hass, llm_context.language, key, **values)
+
+
+async def async_clock_sentence(
+    hass: HomeAssistant, language: str | None, *, time: bool, date: bool
+) -> str:
+    """What the clock tools say, now: the time, the date, or both ("It is 14:05.")."""
+    now = dt_util.now()
+    spoken = {"time": spoken_time(now, language), "date": spoken_date(now, language)}
+    if time and date:
+        return await async_sentence(hass, language, "date_time_answer", **spoken)
+    if time:
+        return await async_sentence(hass, language, "time_answer", time=spoken["time"])
+    return await async_sentence(hass, language, "date_answer", date=spoken["date"])
 
 
 class MajordomeTool(llm.Tool):
