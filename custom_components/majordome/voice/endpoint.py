@@ -215,6 +215,9 @@ class VoiceConnection:
         self._generation = 0
         self._utterance: _Utterance | None = None
         self._reply: asyncio.Task[None] | None = None
+        # The reply this connection cancelled last. Not `Task.cancelling()`: a timeout
+        # expiring inside the reply cancels it too, and then takes its cancel back.
+        self._cancelled: asyncio.Task[None] | None = None
         self._commands = _Bucket(RATE_BURST, RATE_PER_S)
         self._unsubscribe_revoke: CALLBACK_TYPE | None = None
         self._gone = False  # the client was disconnected: nothing more is sent
@@ -508,8 +511,9 @@ class VoiceConnection:
         The task returned may still be ending: the next reply waits for it.
         """
         reply = self._reply
-        if reply is not None and not reply.done() and not reply.cancelling():
+        if reply is not None and not reply.done() and reply is not self._cancelled:
             reply.cancel()
+            self._cancelled = reply
             self._generation += 1
             if notify:
                 self._send({"type": "interrupted"})
