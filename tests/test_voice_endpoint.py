@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 import random
+import socket
 import threading
 import time
 from typing import Any
@@ -1319,6 +1320,39 @@ async def test_a_frame_over_1_mib_is_answered_then_closed_with_1009(
     )
     assert scripted.chat_requests == []
     assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+@pytest.mark.parametrize("sending", [True, False], ids=["without_end", "nothing"])
+async def test_what_follows_a_refused_frame_is_dropped_within_bounds(
+    socket_enabled: None, monkeypatch: pytest.MonkeyPatch, sending: bool
+) -> None:
+    """At most LINGER_BYTES, for at most LINGER_S: a client may neither send nor wait forever.
+
+    (Over a real socket pair; the client that hangs up is the test above.)
+    """
+    monkeypatch.setattr(endpoint, "LINGER_BYTES", 1 << 20)
+    monkeypatch.setattr(endpoint, "LINGER_S", 60.0 if sending else 0.2)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        async def send_without_end() -> None:
+            while True:
+                await loop.sock_sendall(theirs, bytes(1 << 16))
+
+        sender = asyncio.create_task(send_without_end())
+        if not sending:
+            sender.cancel()
+        try:
+            async with asyncio.timeout(10):  # does not hang (the byte bound ends it, not time)
+                await endpoint.async_drop_input(ours)
+            assert sender.done() is not sending  # still sending when it was cut off
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
 
 
 # --- Limits per connection ------------------------------------------------------------

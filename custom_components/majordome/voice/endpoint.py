@@ -251,12 +251,12 @@ class VoiceSocket(web.WebSocketResponse):
                 stop_heartbeat()
             if (rest := self._rest) is not None:
                 try:
-                    await _async_drop_input(rest)
+                    await async_drop_input(rest)
                 finally:
                     rest.close()
 
 
-async def _async_drop_input(rest: socket.socket) -> None:
+async def async_drop_input(rest: socket.socket) -> None:
     """Read and drop what comes until the peer hangs up, within LINGER_S and LINGER_BYTES."""
     loop = asyncio.get_running_loop()
     dropped = 0
@@ -266,7 +266,7 @@ async def _async_drop_input(rest: socket.socket) -> None:
                 if not (data := await loop.sock_recv(rest, LINGER_READ_BYTES)):
                     return
                 dropped += len(data)
-    LOGGER.debug("Voice client still sending after %d bytes dropped: closed", dropped)
+    LOGGER.debug("Voice client cut off after %d bytes dropped", dropped)
 
 
 class _Utterance:
