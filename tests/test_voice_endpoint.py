@@ -7,13 +7,15 @@ Wyoming server (real protocol, real TCP), so what is said and when is exact.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 import contextlib
 from contextlib import contextmanager
 import json
 import math
 from pathlib import Path
 import random
+import socket
+import threading
 import time
 from typing import Any
 from unittest.mock import ANY
@@ -1234,10 +1236,64 @@ async def test_deeply_nested_json_is_invalid_not_a_traceback(
     await assert_answers(voice, scripted, "How are you?", "Fine.")
 
 
+async def send_while_reading(
+    url: str, access_token: str | None, frame: str
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A client sending `frame` while it reads, as a browser does: what it read, its close code.
+
+    It logs in first with `access_token` (else its frame is the first); what it read is
+    what came after.
+    """
+    async with (
+        asyncio.timeout(QUICKLY_S),
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url) as socket,
+    ):
+        assert (await socket.receive_json())["type"] == "auth_required"
+        if access_token is not None:
+            await socket.send_json({"type": "auth", "access_token": access_token})
+            assert [(await socket.receive_json())["type"] for _ in "12"] == ["auth_ok", "ready"]
+        read: list[dict[str, Any]] = []
+
+        async def read_all() -> None:
+            async for message in socket:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    read.append(json.loads(message.data))
+
+        reading = asyncio.create_task(read_all())
+        # (Its own write may fail once the server hangs up: what it read says if it was answered.)
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await socket.send_str(frame)
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await reading
+        return read, socket.close_code
+
+
+async def run_in_a_thread[T](hass: HomeAssistant, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` on a loop of its own in a thread, as another process's client would."""
+    done: asyncio.Future[T] = hass.loop.create_future()
+
+    def run() -> None:
+        try:
+            result = asyncio.run(work)
+        except BaseException as err:  # noqa: BLE001 - handed over to the test
+            hass.loop.call_soon_threadsafe(done.set_exception, err)
+        else:
+            hass.loop.call_soon_threadsafe(done.set_result, result)
+
+    thread = threading.Thread(target=run, name="outside client")
+    thread.start()
+    try:
+        return await done
+    finally:
+        thread.join()
+
+
 @pytest.mark.parametrize("size", [1_500_000, 10_000_000])
 @pytest.mark.parametrize("authenticated", [True, False], ids=["after_auth", "first_frame"])
-async def test_a_frame_over_1_mib_closes_with_1009(
+async def test_a_frame_over_1_mib_is_answered_then_closed_with_1009(
     *,
+    hass: HomeAssistant,
     hass_client_no_auth: ClientSessionGenerator,
     hass_access_token: str,
     entry: MockConfigEntry,
@@ -1246,28 +1302,62 @@ async def test_a_frame_over_1_mib_closes_with_1009(
     authenticated: bool,
     size: int,
 ) -> None:
-    """Closed with 1009, without a trace in the log.
+    """An `error` event (once logged in), then the close with 1009; no trace in the log.
 
-    Newer aiohttp refuses a frame from its header: the client sending 10 MB may see its
-    connection lost (1006) before it reads the server's close frame.
+    The client, in a thread of its own, reads while it writes. The server reads and
+    discards the rest of the frame (within bounds) before it hangs up: a socket closed
+    with unread data resets the connection, and the client could lose the answer (newer
+    aiohttp refuses the frame from its header, so most of it is still coming).
     """
-    client = await hass_client_no_auth()
-    async with client.ws_connect(VOICE_URL) as socket:
-        voice = VoiceClient(socket)
-        if authenticated:
-            await voice.authenticate(hass_access_token)
-        big = json.dumps({"type": "text", "text": "x" * size})
-        with contextlib.suppress(ConnectionError):
-            await socket.send_str(big)
-        async with asyncio.timeout(QUICKLY_S):
-            while (message := await socket.receive()).type is aiohttp.WSMsgType.TEXT:
-                assert json.loads(message.data)["type"] in {"auth_required", "auth_invalid"}
-        assert message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
-        assert socket.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG or (
-            size > 2_000_000 and socket.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
-        )
+    url = str((await hass_client_no_auth()).make_url(VOICE_URL))
+    frame = json.dumps({"type": "text", "text": "x" * size, "language": "fr"})
+    token = hass_access_token if authenticated else None
+    read, close_code = await run_in_a_thread(hass, send_while_reading(url, token, frame))
+    # The frame was not read: its language is unknown, Home Assistant's is used.
+    refusal = {
+        "type": "error",
+        "code": "message_too_big",
+        "message": spoken_message("message_too_big"),
+    }
+    assert (read, close_code) == (
+        [refusal] if authenticated else [],
+        aiohttp.WSCloseCode.MESSAGE_TOO_BIG,
+    )
     assert scripted.chat_requests == []
     assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+@pytest.mark.parametrize("sending", [True, False], ids=["without_end", "nothing"])
+async def test_what_follows_a_refused_frame_is_dropped_within_bounds(
+    socket_enabled: None, monkeypatch: pytest.MonkeyPatch, sending: bool
+) -> None:
+    """At most LINGER_BYTES, for at most LINGER_S: a client may neither send nor wait forever.
+
+    (Over a real socket pair; the client that hangs up is the test above.)
+    """
+    monkeypatch.setattr(endpoint, "LINGER_BYTES", 1 << 20)
+    monkeypatch.setattr(endpoint, "LINGER_S", 60.0 if sending else 0.2)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        async def send_without_end() -> None:
+            while True:
+                await loop.sock_sendall(theirs, bytes(1 << 16))
+
+        sender = asyncio.create_task(send_without_end())
+        if not sending:
+            sender.cancel()
+        try:
+            async with asyncio.timeout(10):  # does not hang (the byte bound ends it, not time)
+                await endpoint.async_drop_input(ours)
+            assert sender.done() is not sending  # still sending when it was cut off
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
 
 
 # --- Limits per connection ------------------------------------------------------------

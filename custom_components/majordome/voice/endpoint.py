@@ -28,7 +28,9 @@ reply in flight, its model call and speech included, and the new turn starts onc
 has ended. Everything is cancelled when the client leaves. Like /api/websocket, a
 connection closes when its login is revoked, and a refused login counts towards IP bans.
 
-Limits: a frame is at most 1 MiB (a larger one closes the connection with 1009);
+Limits: a frame is at most 1 MiB (a larger one is answered with `error` message_too_big
+once logged in, and the connection closes with 1009; what the client still sends of it is
+read and dropped, within LINGER_S and LINGER_BYTES, so that the answer is not lost);
 commands are rate limited (a burst of RATE_BURST, then RATE_PER_S a second: `error`
 rate_limited); an utterance holds at most MAX_UTTERANCE_S of audio, sent at most
 MAX_AUDIO_FRAMES_PER_S frames a second (`error` utterance_too_long, which ends it). A
@@ -43,10 +45,11 @@ import asyncio
 from collections.abc import Callable, Iterator
 import contextlib
 import re
+import socket
 import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from homeassistant.auth.models import RefreshToken, User
 from homeassistant.components import conversation
@@ -85,6 +88,11 @@ ALWAYS = -1  # the generation of what is sent whatever reply is in flight
 BUSY_WAIT_S = 5.0
 BUSY_RETRY_S = 0.2
 MAX_MESSAGE_BYTES = 1 << 20  # one frame of audio or text; a 100 kB message is fine
+# After a frame over the limit, what the client still sends is read and dropped before
+# the socket closes, for at most this long and this much, read this much at a time.
+LINGER_S = 2.0
+LINGER_BYTES = 16 * MAX_MESSAGE_BYTES
+LINGER_READ_BYTES = 1 << 16
 # Said alone, these stop the reply being spoken and are not sent to the model.
 STOP_WORDS = frozenset(
     {
@@ -174,11 +182,91 @@ class VoiceView(HomeAssistantView):
 
     async def get(self, request: web.Request) -> web.WebSocketResponse:
         """Serve one voice connection until the client leaves."""
-        socket = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES)
-        await socket.prepare(request)
-        connection = VoiceConnection(request, socket)
+        voice_socket = VoiceSocket(request)
+        await voice_socket.prepare(request)
+        connection = VoiceConnection(request, voice_socket)
         await connection.async_run()
-        return socket
+        return voice_socket
+
+
+class VoiceSocket(web.WebSocketResponse):
+    """aiohttp's websocket, answering a frame over the limit before it hangs up.
+
+    aiohttp refuses a frame over max_msg_size (newer aiohttp from its header) and closes
+    with 1009 at once, transport included, while the client is still sending the frame:
+    a socket closed with unread data resets the connection, and the client can lose the
+    close frame. Here the client is told why first (`refusal`), and the socket lives on
+    in a duplicate that reads and drops what still comes (async_close()), within bounds.
+    """
+
+    def __init__(self, request: web.Request) -> None:
+        """A websocket for this request (not prepared yet)."""
+        super().__init__(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES)
+        self._request = request
+        self.refusal: str | None = None  # the message sent before a 1009 close
+        self._rest: socket.socket | None = None  # the socket, kept to drop what comes
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        """Close the websocket; a frame over the limit (1009) is answered first."""
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed and self._rest is None:
+            self._rest = self._duplicate()
+            if self.refusal is not None:
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await self.send_str(self.refusal)
+        return await super().close(code=code, message=message, drain=drain)
+
+    def _duplicate(self) -> socket.socket | None:
+        """The connection's socket, open until closed here too (None if not a socket)."""
+        transport = self._request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return None
+        try:
+            rest = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except OSError:
+            return None
+        rest.setblocking(False)
+        return rest
+
+    async def async_close(self) -> None:
+        """Close the websocket, stop its heartbeat for good, then the socket itself.
+
+        From aiohttp 3.14, every read from the client re-arms the heartbeat (a callback of
+        the protocol), even once the socket is closed. When the server closes first (a
+        refused login), the client's answer to the close re-arms it: the closed response
+        would stay referenced for 30 s, and then ping a closed socket. Once close() has
+        returned, the transport is closed: nothing re-arms it again.
+
+        After a frame over the limit, what the client still sends is dropped, until it
+        hangs up or for LINGER_S and LINGER_BYTES at most.
+        """
+        try:
+            await self.close()
+        finally:
+            stop_heartbeat = getattr(self, "_cancel_heartbeat", None)  # no public way
+            if callable(stop_heartbeat):
+                stop_heartbeat()
+            if (rest := self._rest) is not None:
+                try:
+                    await async_drop_input(rest)
+                finally:
+                    rest.close()
+
+
+async def async_drop_input(rest: socket.socket) -> None:
+    """Read and drop what comes until the peer hangs up, within LINGER_S and LINGER_BYTES."""
+    loop = asyncio.get_running_loop()
+    dropped = 0
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(LINGER_S):
+            while dropped < LINGER_BYTES:
+                if not (data := await loop.sock_recv(rest, LINGER_READ_BYTES)):
+                    return
+                dropped += len(data)
+    LOGGER.debug("Voice client cut off after %d bytes dropped", dropped)
 
 
 class _Utterance:
@@ -199,11 +287,11 @@ class _Utterance:
 class VoiceConnection:
     """One client: its utterances, the reply in flight, and everything sent back."""
 
-    def __init__(self, request: web.Request, socket: web.WebSocketResponse) -> None:
+    def __init__(self, request: web.Request, voice_socket: VoiceSocket) -> None:
         """Nothing runs before async_run()."""
         self.hass: HomeAssistant = request.app[KEY_HASS]
         self._request = request
-        self._socket = socket
+        self._socket = voice_socket
         self._entry_id = request.query.get("entry_id")
         self._agent_id: str | None = None  # None: the entry's default agent
         self._user: User | None = None
@@ -233,6 +321,12 @@ class VoiceConnection:
             if refresh_token is None:
                 return
             self._user = refresh_token.user
+            too_big = await async_spoken_message(
+                self.hass, self.hass.config.language, "message_too_big"
+            )
+            self._socket.refusal = json_dumps(
+                {"type": "error", "code": "message_too_big", "message": too_big}
+            )
             self._unsubscribe_revoke = self.hass.auth.async_register_revoke_token_callback(
                 refresh_token.id, self._revoked
             )
@@ -261,7 +355,7 @@ class VoiceConnection:
             await asyncio.wait([writer], timeout=SEND_TIMEOUT)
         finally:
             writer.cancel()
-            await _async_close(self._socket)
+            await self._socket.async_close()
 
     async def _async_authenticate(self) -> RefreshToken | None:
         """The login's refresh token: from the Authorization header, else an auth message."""
@@ -671,23 +765,6 @@ class VoiceConnection:
                 self._conversation_id = None
                 session = stack.enter_context(compat.chat_session_for(self.hass, None, context))
             yield session
-
-
-async def _async_close(socket: web.WebSocketResponse) -> None:
-    """Close the websocket, and stop its heartbeat for good.
-
-    From aiohttp 3.14, every read from the client re-arms the heartbeat (a callback of
-    the protocol), even once the socket is closed. When the server closes first (a
-    refused login), the client's answer to the close re-arms it: the closed response
-    would stay referenced for 30 s, and then ping a closed socket. Once close() has
-    returned, the transport is closed: nothing re-arms it again.
-    """
-    try:
-        await socket.close()
-    finally:
-        stop_heartbeat = getattr(socket, "_cancel_heartbeat", None)  # no public way
-        if callable(stop_heartbeat):
-            stop_heartbeat()
 
 
 class _StreamedReply:
