@@ -82,7 +82,7 @@ import argparse
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 import logging
 from pathlib import Path
@@ -91,8 +91,10 @@ import statistics
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
 import imageio_ffmpeg
 import numpy as np
 import openai
@@ -191,6 +193,8 @@ RUN_TIMEOUT_S = 120.0  # one scripted run of either path
 EMBEDDED_TIMEOUT_S = 600.0  # one run on the embedded model (2 CPU cores)
 TAIL_THRESHOLD = 500  # |sample| above this is speech when trimming piper's quiet tail
 TAIL_KEEP_S = 0.05  # kept after the last loud sample (the decay of the last phoneme)
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+FORWARDED_HEADERS = frozenset({"Authorization", "Content-Type"})
 
 STT_METADATA = stt.SpeechMetadata(
     language="",  # the pipeline puts its own stt_language here
@@ -329,15 +333,21 @@ async def async_create_voice_entry(
     model: str,
     servers: Servers,
     extra: dict[str, Any] | None = None,
+    *,
+    all_stages: bool = False,
 ) -> MajordomeConfigEntry:
-    """A Majordome entry with voice set up, the household already introduced."""
+    """A Majordome entry with voice set up, the household already introduced.
+
+    By default its local stage is off (the model's path is the one measured); with
+    `all_stages`, the local stage keeps its default (on).
+    """
     entry = await async_create_entry(
         hass,
         url,
         model,
         {
             CONF_MEMORY_EVERY: 0,  # no background summary taking scripted replies
-            CONF_LOCAL_INTENTS: False,  # the model's path is the one measured
+            **({} if all_stages else {CONF_LOCAL_INTENTS: False}),
             CONF_STT_SERVER: f"{servers.whisper.host}:{servers.whisper.port}",
             CONF_TTS_SERVER: f"{servers.piper.host}:{servers.piper.port}",
             CONF_TTS_VOICE: VOICE,
@@ -350,9 +360,19 @@ async def async_create_voice_entry(
 
 
 async def async_create_pipeline(
-    hass: HomeAssistant, name: str, agent: str, stt_engine: str, tts_engine: str
+    hass: HomeAssistant,
+    name: str,
+    agent: str,
+    stt_engine: str,
+    tts_engine: str,
+    *,
+    prefer_local: bool = False,
 ) -> str:
-    """An Assist pipeline: wyoming STT -> the agent -> wyoming TTS (joe), English."""
+    """An Assist pipeline: wyoming STT -> the agent -> wyoming TTS (joe), English.
+
+    `prefer_local`: the pipeline's "prefer handling commands locally", off by default
+    (every request goes to Majordome, on both paths).
+    """
     pipeline = await async_create_default_pipeline(
         hass, stt_engine_id=stt_engine, tts_engine_id=tts_engine, pipeline_name=name
     )
@@ -365,7 +385,7 @@ async def async_create_pipeline(
         conversation_language="en",
         language="en",
         tts_voice=VOICE,
-        prefer_local_intents=False,  # every request goes to Majordome, on both paths
+        prefer_local_intents=prefer_local,
     )
     return pipeline.id
 
@@ -444,6 +464,26 @@ async def async_clear_tts_cache(hass: HomeAssistant) -> None:
 # --- (a) HA's pipeline --------------------------------------------------------------
 
 
+def satellite_fetch_url(event: PipelineEvent, streamed_url: str) -> str:
+    """The TTS URL a Wyoming/ESPHome satellite would fetch on this event, or "".
+
+    On a release that streams the response (2025.6+), `run-start` gives the URL with
+    `stream_response`, and the satellite fetches it when an `intent-progress` event says
+    `tts_start_streaming` (the reply is long enough to be spoken while it streams); a
+    reply that is not streamed (short, or answered by a local intent) is fetched at
+    `tts-end`, as on older releases. For `run-start`, the URL to keep for later.
+    """
+    data = event.data or {}
+    if event.type == PipelineEventType.RUN_START:
+        output = data.get("tts_output") or {}
+        return str(output.get("url", "")) if output.get("stream_response") else ""
+    if event.type == PipelineEventType.INTENT_PROGRESS and data.get("tts_start_streaming"):
+        return streamed_url
+    if event.type == PipelineEventType.TTS_END:
+        return str(data.get("tts_output", {}).get("url", ""))
+    return ""
+
+
 async def async_fetch_first_byte(
     session: aiohttp.ClientSession, url: str
 ) -> tuple[float | None, int]:
@@ -480,11 +520,17 @@ async def async_run_pipeline(
                 end_of_speech = time.monotonic()
             yield piece
 
+    streamed_url = ""  # the run's TTS URL, when the release streams the response
+    fetched_at = 0.0
+
     def on_event(event: PipelineEvent) -> None:
-        nonlocal fetch
+        nonlocal fetch, streamed_url, fetched_at
         events.append((time.monotonic(), event))
-        if event.type == PipelineEventType.TTS_END and fetch is None:
-            url = (event.data or {}).get("tts_output", {}).get("url", "")
+        url = satellite_fetch_url(event, streamed_url)
+        if event.type == PipelineEventType.RUN_START:
+            streamed_url = url
+        elif url and fetch is None:
+            fetched_at = time.monotonic()
             fetch = asyncio.create_task(async_fetch_first_byte(bench.session, bench.base_url + url))
 
     async with asyncio.timeout(timeout_s):
@@ -504,6 +550,7 @@ async def async_run_pipeline(
     if first is None or not end_of_speech:
         raise RuntimeError("the TTS URL gave no audio")
     run.first_audio_s = first - end_of_speech
+    run.marks["fetch"] = fetched_at - end_of_speech
     for at, event in events:
         kind = str(event.type)
         if kind == PipelineEventType.STT_VAD_END:
@@ -801,6 +848,185 @@ async def async_embedded(
     return runs[0], runs[1]
 
 
+# --- A simple command, all stages ------------------------------------------------------
+
+
+class CountingProxy:
+    """A reverse proxy on loopback in front of a model server, counting what it forwards.
+
+    Majordome's entry points at it, so every request of the entry (chat, side
+    completions, model list) is seen, whatever the server behind it.
+    """
+
+    def __init__(self, upstream: str, session: aiohttp.ClientSession) -> None:
+        parsed = urlsplit(upstream)
+        self._upstream = f"{parsed.scheme}://{parsed.netloc}"
+        self._base_path = parsed.path.rstrip("/")
+        self._session = session
+        self._runner: web.AppRunner | None = None
+        self.url = ""  # the upstream's URL through the proxy (same path)
+        self.requests: list[str] = []  # "METHOD /path", in order
+
+    async def start(self) -> None:
+        """Serve on a free port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}{self._base_path}"
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(f"{request.method} {request.path}")
+        headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
+        async with self._session.request(
+            request.method,
+            self._upstream + request.path_qs,
+            data=await request.read(),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=EMBEDDED_TIMEOUT_S),
+        ) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={k: v for k, v in upstream.headers.items() if k in FORWARDED_HEADERS},
+            )
+            await response.prepare(request)
+            async for data in upstream.content.iter_any():
+                await response.write(data)
+            await response.write_eof()
+            return response
+
+
+def first_sentence(reply: str) -> str:
+    """The reply up to the end of its first sentence (all of it if it has no end)."""
+    match = SENTENCE_END.search(reply)
+    return reply[: match.end()].strip() if match else reply.strip()
+
+
+@dataclass
+class SimpleRound:
+    """One round of the simple command: both paths, then the floor for their answer."""
+
+    pipeline: PathRun
+    streaming: PathRun
+    stt_s: float = 0.0
+    tts_s: float = 0.0  # TTS of the answer's first sentence, to its first audio
+    sentence: str = ""
+
+    @property
+    def floor_s(self) -> float:
+        """STT + TTS of the spoken answer's first sentence: no agent at all."""
+        return self.stt_s + self.tts_s
+
+
+def summarize_simple(rounds: Sequence[SimpleRound]) -> dict[str, Any]:
+    """The `simple_*` keys: medians over the rounds."""
+    p = _median([r.pipeline.first_audio_s for r in rounds])
+    s = _median([r.streaming.first_audio_s for r in rounds])
+    floor = _median([r.floor_s for r in rounds])
+    runs = [run for r in rounds for run in (r.pipeline, r.streaming)]
+    return {
+        "simple_pipeline_s": round(p, 3),
+        "simple_streaming_s": round(s, 3),
+        "simple_floor_s": round(floor, 3),
+        "simple_streaming_over_floor": round(s / floor, 3),
+        "simple_pipeline_over_floor": round(p / floor, 3),
+        "simple_floor_stt_s": round(_median([r.stt_s for r in rounds]), 3),
+        "simple_floor_tts_s": round(_median([r.tts_s for r in rounds]), 3),
+        "simple_light_on": all(run.light_on for run in runs),
+        "simple_replies": sorted({run.reply for run in runs}),
+        "simple_model_requests": 0,  # checked on every run
+    }
+
+
+async def async_simple_run(bench: Bench, path: str, proxy: CountingProxy) -> PathRun:
+    """One run of one path; no request may reach the model."""
+    await async_light_off(bench.hass)
+    proxy.requests.clear()
+    if path == "pipeline":
+        run = await async_run_pipeline(bench, bench.pipeline_id)
+    else:
+        run = await async_run_streaming(bench, bench.entry_id)
+    if proxy.requests:
+        raise RuntimeError(f"simple command, {path}: the model was called: {proxy.requests}")
+    if not run.reply.strip():
+        raise RuntimeError(f"simple command, {path}: no spoken answer")
+    if not run.light_on:
+        run.notes.append("the light did not turn on")
+    run.notes.append(f"reply {run.reply!r}")
+    return run
+
+
+async def async_simple(
+    args: argparse.Namespace,
+    bench: Bench,
+    model_url: str,
+    model: str,
+    engines: tuple[str, str],
+) -> dict[str, Any]:
+    """The simple command with all stages: both paths and the floor, `args.runs` rounds.
+
+    Majordome keeps its default options (local stage on) with `model_url` configured
+    behind a counting proxy; the pipeline prefers local handling, as users set it up.
+    """
+    hass = bench.hass
+    proxy = CountingProxy(model_url, bench.session)
+    await proxy.start()
+    try:
+        entry = await async_create_voice_entry(
+            hass, proxy.url, model, bench.servers, all_stages=True
+        )
+        agent = entity_of(hass, entry.entry_id, "conversation")
+        pipeline_id = await async_create_pipeline(
+            hass, "Majordome, prefer local", agent, *engines, prefer_local=True
+        )
+        bench = replace(bench, pipeline_id=pipeline_id, entry_id=entry.entry_id)
+        progress(
+            f"scenario 'simple': {bench.scenario.command!r}, all stages; pipeline {agent} "
+            f"preferring local intents; model {model} behind {proxy.url}"
+        )
+        for path in ("pipeline", "streaming"):
+            progress((await async_simple_run(bench, path, proxy)).row("warm-up"))
+        rounds: list[SimpleRound] = []
+        for index in range(args.runs):
+            order = ("pipeline", "streaming") if index % 2 == 0 else ("streaming", "pipeline")
+            runs = {}
+            for path in order:
+                runs[path] = await async_simple_run(bench, path, proxy)
+                progress(runs[path].row(f"run {index + 1}"))
+            one = SimpleRound(runs["pipeline"], runs["streaming"])
+            one.sentence = first_sentence(one.streaming.reply)
+            one.stt_s = await async_stt_latency(
+                bench.servers.whisper, bench.pcm, bench.scenario.heard
+            )
+            one.tts_s = await async_tts_first_audio(bench.servers.piper, one.sentence)
+            progress(
+                f"run {index + 1:<6} floor     {one.floor_s:6.3f} s = stt {one.stt_s:.3f} + "
+                f"tts {one.tts_s:.3f} ({one.sentence!r})"
+            )
+            rounds.append(one)
+    finally:
+        await proxy.stop()
+    summary = summarize_simple(rounds)
+    print(
+        f"scenario 'simple' ({bench.scenario.command!r}, all stages, no model call), "
+        f"{len(rounds)} runs each: (a) pipeline preferring local {summary['simple_pipeline_s']:.3f} s, "
+        f"(b) streaming endpoint {summary['simple_streaming_s']:.3f} s, floor (STT + TTS) "
+        f"{summary['simple_floor_s']:.3f} s; S/floor {summary['simple_streaming_over_floor']:.2f} "
+        f"(goal <= 1.2); light on: {summary['simple_light_on']}",
+        flush=True,
+    )
+    return summary
+
+
 async def async_voice(
     args: argparse.Namespace, config_dir: Path, servers: Servers, speech: dict[str, bytes]
 ) -> dict[str, Any]:
@@ -861,6 +1087,18 @@ async def async_voice(
                     f"{streaming_run.first_audio_s:.2f} s",
                     flush=True,
                 )
+            # A simple command, all stages: the embedded model configured (or the
+            # scripted one), never called.
+            model_url, model = (
+                (servers.llm.base_url, servers.llm.model)
+                if servers.llm is not None
+                else (scripted.url, SCRIPTED_MODEL)
+            )
+            summary.update(
+                await async_simple(
+                    args, benches[ACTION.name], model_url, model, (stt_engine, tts_engine)
+                )
+            )
     finally:
         await session.close()
         await scripted.stop()
