@@ -8,9 +8,13 @@ request (spoken by piper) goes, in the same run and in alternating order, to:
 
 (a) Home Assistant's Assist pipeline (STT -> Majordome -> TTS; the release it runs on,
     which streams TTS from 2025.6) with HA's own `wyoming` integration for both speech
-    servers, as a voice satellite uses it: the pipeline is fed 20 ms chunks at real-time pace, asks for the TTS output a Wyoming
-    satellite asks for (wav, 16 kHz mono 16-bit), and the `tts-end` URL is then fetched
-    over real HTTP from HA's server; first audio = the first body byte received.
+    servers, as a voice satellite uses it: the pipeline is fed 20 ms chunks at real-time
+    pace, asks for the TTS output a Wyoming satellite asks for (wav, 16 kHz mono
+    16-bit), and the TTS URL is fetched over real HTTP from HA's server when a satellite
+    fetches it: at `tts-end`, or, on a release that streams the response (`run-start`
+    says `stream_response`), as soon as an `intent-progress` event says
+    `tts_start_streaming` (a reply long enough to speak while it streams); first audio =
+    the first body byte received.
 (b) Majordome's streaming voice websocket (/api/majordome/voice) over real HTTP with an
     access token: `start`, the same paced audio as binary frames, `end`; first audio = the
     first binary frame received.
@@ -28,6 +32,18 @@ in full:
 With `--embedded` (the default), one more run of each path on the "action" request uses
 the embedded llama.cpp model (temperature 0) after an unmeasured warm-up turn that fills
 its prompt cache for both.
+
+Then "simple command, all stages" (`simple_*` keys), the same number of runs: "turn on
+the kitchen light" (after 0.3 s of silence, as a satellite streams it after the wake
+word) to a second Majordome entry with its default options (the local stage on) and
+the embedded model configured (the scripted server with --no-embedded) behind a
+counting proxy: Home Assistant's own sentences must answer it, and a run where any
+request reaches the model fails the bench. (a) is the pipeline as users set it up: it
+prefers handling commands locally (so Home Assistant answers before Majordome is asked)
+and streams TTS where the release does; (b) is the voice endpoint (Majordome's local
+stage). Its floor: STT latency + TTS of the spoken answer's first sentence (the answer
+the run produced), no agent at all; the goal is `simple_streaming_over_floor` <= 1.2.
+`simple_light_on` says whether the light was on after every run.
 
 The floor, measured in the same run by direct calls to the same servers: STT latency
 (whisper, same audio, AudioStop -> Transcript) + the tool-call completion if any (request
@@ -73,7 +89,8 @@ and prompt reuse, to tell model noise from the paths' difference.
 Progress and per-run rows go to stderr; the summary table to stdout, whose last line is
 {"bench": "voice", "first_audio_pipeline_s": P, "first_audio_streaming_s": S,
 "speedup": P/S, "floor_s": F, ...} (medians over the runs; extra keys give the floor's
-parts and the embedded run).
+parts, the embedded run and the simple command: `simple_pipeline_s`,
+`simple_streaming_s`, `simple_floor_s`, `simple_streaming_over_floor`, ...).
 """
 
 from __future__ import annotations
@@ -193,6 +210,10 @@ RUN_TIMEOUT_S = 120.0  # one scripted run of either path
 EMBEDDED_TIMEOUT_S = 600.0  # one run on the embedded model (2 CPU cores)
 TAIL_THRESHOLD = 500  # |sample| above this is speech when trimming piper's quiet tail
 TAIL_KEEP_S = 0.05  # kept after the last loud sample (the decay of the last phoneme)
+# Silence before the simple command, as a satellite streams it after the wake word: with
+# none, HA 2025.4's pipeline lost the first word ("turn"), and its local matching with it.
+LEAD_SILENCE_S = 0.3
+SIMPLE = "simple"
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 FORWARDED_HEADERS = frozenset({"Authorization", "Content-Type"})
 
@@ -278,6 +299,7 @@ class PathRun:
     first_audio_s: float = 0.0
     marks: dict[str, float] = field(default_factory=dict)  # event -> seconds
     reply: str = ""
+    heard: str = ""  # the transcript (pipeline runs)
     audio_bytes: int = 0
     light_on: bool = False
     notes: list[str] = field(default_factory=list)
@@ -557,6 +579,8 @@ async def async_run_pipeline(
             run.notes.append(f"VAD ended the audio {end_of_speech - at:.2f} s early")
         if kind in ("stt-end", "intent-end", "tts-end"):
             run.marks[kind] = at - end_of_speech
+        if kind == "stt-end":
+            run.heard = str((event.data or {}).get("stt_output", {}).get("text", ""))
         if kind == "intent-end":
             output = (event.data or {}).get("intent_output", {})
             run.reply = str(
@@ -956,7 +980,10 @@ async def async_simple_run(bench: Bench, path: str, proxy: CountingProxy) -> Pat
     else:
         run = await async_run_streaming(bench, bench.entry_id)
     if proxy.requests:
-        raise RuntimeError(f"simple command, {path}: the model was called: {proxy.requests}")
+        raise RuntimeError(
+            f"simple command, {path}: the model was called: {proxy.requests} "
+            f"(heard {run.heard!r}, reply {run.reply!r})"
+        )
     if not run.reply.strip():
         raise RuntimeError(f"simple command, {path}: no spoken answer")
     if not run.light_on:
@@ -968,30 +995,33 @@ async def async_simple_run(bench: Bench, path: str, proxy: CountingProxy) -> Pat
 async def async_simple(
     args: argparse.Namespace,
     bench: Bench,
-    model_url: str,
-    model: str,
+    pcm: bytes,
+    *,
+    model: tuple[str, str],
     engines: tuple[str, str],
 ) -> dict[str, Any]:
     """The simple command with all stages: both paths and the floor, `args.runs` rounds.
 
-    Majordome keeps its default options (local stage on) with `model_url` configured
-    behind a counting proxy; the pipeline prefers local handling, as users set it up.
+    Majordome keeps its default options (local stage on), with `model` (its URL and id)
+    configured behind a counting proxy; the pipeline prefers local handling, as users
+    set it up; `pcm` is the command after a short silence.
     """
     hass = bench.hass
+    model_url, model_id = model
     proxy = CountingProxy(model_url, bench.session)
     await proxy.start()
     try:
         entry = await async_create_voice_entry(
-            hass, proxy.url, model, bench.servers, all_stages=True
+            hass, proxy.url, model_id, bench.servers, all_stages=True
         )
         agent = entity_of(hass, entry.entry_id, "conversation")
         pipeline_id = await async_create_pipeline(
             hass, "Majordome, prefer local", agent, *engines, prefer_local=True
         )
-        bench = replace(bench, pipeline_id=pipeline_id, entry_id=entry.entry_id)
+        bench = replace(bench, pcm=pcm, pipeline_id=pipeline_id, entry_id=entry.entry_id)
         progress(
             f"scenario 'simple': {bench.scenario.command!r}, all stages; pipeline {agent} "
-            f"preferring local intents; model {model} behind {proxy.url}"
+            f"preferring local intents; model {model_id} behind {proxy.url}"
         )
         for path in ("pipeline", "streaming"):
             progress((await async_simple_run(bench, path, proxy)).row("warm-up"))
@@ -1089,14 +1119,18 @@ async def async_voice(
                 )
             # A simple command, all stages: the embedded model configured (or the
             # scripted one), never called.
-            model_url, model = (
+            model = (
                 (servers.llm.base_url, servers.llm.model)
                 if servers.llm is not None
                 else (scripted.url, SCRIPTED_MODEL)
             )
             summary.update(
                 await async_simple(
-                    args, benches[ACTION.name], model_url, model, (stt_engine, tts_engine)
+                    args,
+                    benches[ACTION.name],
+                    speech[SIMPLE],
+                    model=model,
+                    engines=(stt_engine, tts_engine),
                 )
             )
     finally:
@@ -1228,6 +1262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for scenario in SCENARIOS
         }
+        # The action's words, after a short silence.
+        speech[SIMPLE] = bytes(2 * int(LEAD_SILENCE_S * STT_RATE)) + speech[ACTION.name]
         llm_server = None
         if args.embedded:
             wait_for_other_llm_servers()
