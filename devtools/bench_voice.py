@@ -8,9 +8,13 @@ request (spoken by piper) goes, in the same run and in alternating order, to:
 
 (a) Home Assistant's Assist pipeline (STT -> Majordome -> TTS; the release it runs on,
     which streams TTS from 2025.6) with HA's own `wyoming` integration for both speech
-    servers, as a voice satellite uses it: the pipeline is fed 20 ms chunks at real-time pace, asks for the TTS output a Wyoming
-    satellite asks for (wav, 16 kHz mono 16-bit), and the `tts-end` URL is then fetched
-    over real HTTP from HA's server; first audio = the first body byte received.
+    servers, as a voice satellite uses it: the pipeline is fed 20 ms chunks at real-time
+    pace, asks for the TTS output a Wyoming satellite asks for (wav, 16 kHz mono
+    16-bit), and the TTS URL is fetched over real HTTP from HA's server when a satellite
+    fetches it: at `tts-end`, or, on a release that streams the response (`run-start`
+    says `stream_response`), as soon as an `intent-progress` event says
+    `tts_start_streaming` (a reply long enough to speak while it streams); first audio =
+    the first body byte received.
 (b) Majordome's streaming voice websocket (/api/majordome/voice) over real HTTP with an
     access token: `start`, the same paced audio as binary frames, `end`; first audio = the
     first binary frame received.
@@ -28,6 +32,18 @@ in full:
 With `--embedded` (the default), one more run of each path on the "action" request uses
 the embedded llama.cpp model (temperature 0) after an unmeasured warm-up turn that fills
 its prompt cache for both.
+
+Then "simple command, all stages" (`simple_*` keys), the same number of runs: "turn on
+the kitchen light" (after 0.3 s of silence, as a satellite streams it after the wake
+word) to a second Majordome entry with its default options (the local stage on) and
+the embedded model configured (the scripted server with --no-embedded) behind a
+counting proxy: Home Assistant's own sentences must answer it, and a run where any
+request reaches the model fails the bench. (a) is the pipeline as users set it up: it
+prefers handling commands locally (so Home Assistant answers before Majordome is asked)
+and streams TTS where the release does; (b) is the voice endpoint (Majordome's local
+stage). Its floor: STT latency + TTS of the spoken answer's first sentence (the answer
+the run produced), no agent at all; the goal is `simple_streaming_over_floor` <= 1.2.
+`simple_light_on` says whether the light was on after every run.
 
 The floor, measured in the same run by direct calls to the same servers: STT latency
 (whisper, same audio, AudioStop -> Transcript) + the tool-call completion if any (request
@@ -73,7 +89,8 @@ and prompt reuse, to tell model noise from the paths' difference.
 Progress and per-run rows go to stderr; the summary table to stdout, whose last line is
 {"bench": "voice", "first_audio_pipeline_s": P, "first_audio_streaming_s": S,
 "speedup": P/S, "floor_s": F, ...} (medians over the runs; extra keys give the floor's
-parts and the embedded run).
+parts, the embedded run and the simple command: `simple_pipeline_s`,
+`simple_streaming_s`, `simple_floor_s`, `simple_streaming_over_floor`, ...).
 """
 
 from __future__ import annotations
@@ -82,7 +99,7 @@ import argparse
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 import logging
 from pathlib import Path
@@ -91,8 +108,10 @@ import statistics
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
 import imageio_ffmpeg
 import numpy as np
 import openai
@@ -191,6 +210,12 @@ RUN_TIMEOUT_S = 120.0  # one scripted run of either path
 EMBEDDED_TIMEOUT_S = 600.0  # one run on the embedded model (2 CPU cores)
 TAIL_THRESHOLD = 500  # |sample| above this is speech when trimming piper's quiet tail
 TAIL_KEEP_S = 0.05  # kept after the last loud sample (the decay of the last phoneme)
+# Silence before the simple command, as a satellite streams it after the wake word: with
+# none, HA 2025.4's pipeline lost the first word ("turn"), and its local matching with it.
+LEAD_SILENCE_S = 0.3
+SIMPLE = "simple"
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+FORWARDED_HEADERS = frozenset({"Authorization", "Content-Type"})
 
 STT_METADATA = stt.SpeechMetadata(
     language="",  # the pipeline puts its own stt_language here
@@ -274,6 +299,7 @@ class PathRun:
     first_audio_s: float = 0.0
     marks: dict[str, float] = field(default_factory=dict)  # event -> seconds
     reply: str = ""
+    heard: str = ""  # the transcript (pipeline runs)
     audio_bytes: int = 0
     light_on: bool = False
     notes: list[str] = field(default_factory=list)
@@ -329,15 +355,21 @@ async def async_create_voice_entry(
     model: str,
     servers: Servers,
     extra: dict[str, Any] | None = None,
+    *,
+    all_stages: bool = False,
 ) -> MajordomeConfigEntry:
-    """A Majordome entry with voice set up, the household already introduced."""
+    """A Majordome entry with voice set up, the household already introduced.
+
+    By default its local stage is off (the model's path is the one measured); with
+    `all_stages`, the local stage keeps its default (on).
+    """
     entry = await async_create_entry(
         hass,
         url,
         model,
         {
             CONF_MEMORY_EVERY: 0,  # no background summary taking scripted replies
-            CONF_LOCAL_INTENTS: False,  # the model's path is the one measured
+            **({} if all_stages else {CONF_LOCAL_INTENTS: False}),
             CONF_STT_SERVER: f"{servers.whisper.host}:{servers.whisper.port}",
             CONF_TTS_SERVER: f"{servers.piper.host}:{servers.piper.port}",
             CONF_TTS_VOICE: VOICE,
@@ -350,9 +382,19 @@ async def async_create_voice_entry(
 
 
 async def async_create_pipeline(
-    hass: HomeAssistant, name: str, agent: str, stt_engine: str, tts_engine: str
+    hass: HomeAssistant,
+    name: str,
+    agent: str,
+    stt_engine: str,
+    tts_engine: str,
+    *,
+    prefer_local: bool = False,
 ) -> str:
-    """An Assist pipeline: wyoming STT -> the agent -> wyoming TTS (joe), English."""
+    """An Assist pipeline: wyoming STT -> the agent -> wyoming TTS (joe), English.
+
+    `prefer_local`: the pipeline's "prefer handling commands locally", off by default
+    (every request goes to Majordome, on both paths).
+    """
     pipeline = await async_create_default_pipeline(
         hass, stt_engine_id=stt_engine, tts_engine_id=tts_engine, pipeline_name=name
     )
@@ -365,7 +407,7 @@ async def async_create_pipeline(
         conversation_language="en",
         language="en",
         tts_voice=VOICE,
-        prefer_local_intents=False,  # every request goes to Majordome, on both paths
+        prefer_local_intents=prefer_local,
     )
     return pipeline.id
 
@@ -444,6 +486,26 @@ async def async_clear_tts_cache(hass: HomeAssistant) -> None:
 # --- (a) HA's pipeline --------------------------------------------------------------
 
 
+def satellite_fetch_url(event: PipelineEvent, streamed_url: str) -> str:
+    """The TTS URL a Wyoming/ESPHome satellite would fetch on this event, or "".
+
+    On a release that streams the response (2025.6+), `run-start` gives the URL with
+    `stream_response`, and the satellite fetches it when an `intent-progress` event says
+    `tts_start_streaming` (the reply is long enough to be spoken while it streams); a
+    reply that is not streamed (short, or answered by a local intent) is fetched at
+    `tts-end`, as on older releases. For `run-start`, the URL to keep for later.
+    """
+    data = event.data or {}
+    if event.type == PipelineEventType.RUN_START:
+        output = data.get("tts_output") or {}
+        return str(output.get("url", "")) if output.get("stream_response") else ""
+    if event.type == PipelineEventType.INTENT_PROGRESS and data.get("tts_start_streaming"):
+        return streamed_url
+    if event.type == PipelineEventType.TTS_END:
+        return str(data.get("tts_output", {}).get("url", ""))
+    return ""
+
+
 async def async_fetch_first_byte(
     session: aiohttp.ClientSession, url: str
 ) -> tuple[float | None, int]:
@@ -480,11 +542,17 @@ async def async_run_pipeline(
                 end_of_speech = time.monotonic()
             yield piece
 
+    streamed_url = ""  # the run's TTS URL, when the release streams the response
+    fetched_at = 0.0
+
     def on_event(event: PipelineEvent) -> None:
-        nonlocal fetch
+        nonlocal fetch, streamed_url, fetched_at
         events.append((time.monotonic(), event))
-        if event.type == PipelineEventType.TTS_END and fetch is None:
-            url = (event.data or {}).get("tts_output", {}).get("url", "")
+        url = satellite_fetch_url(event, streamed_url)
+        if event.type == PipelineEventType.RUN_START:
+            streamed_url = url
+        elif url and fetch is None:
+            fetched_at = time.monotonic()
             fetch = asyncio.create_task(async_fetch_first_byte(bench.session, bench.base_url + url))
 
     async with asyncio.timeout(timeout_s):
@@ -504,12 +572,15 @@ async def async_run_pipeline(
     if first is None or not end_of_speech:
         raise RuntimeError("the TTS URL gave no audio")
     run.first_audio_s = first - end_of_speech
+    run.marks["fetch"] = fetched_at - end_of_speech
     for at, event in events:
         kind = str(event.type)
         if kind == PipelineEventType.STT_VAD_END:
             run.notes.append(f"VAD ended the audio {end_of_speech - at:.2f} s early")
         if kind in ("stt-end", "intent-end", "tts-end"):
             run.marks[kind] = at - end_of_speech
+        if kind == "stt-end":
+            run.heard = str((event.data or {}).get("stt_output", {}).get("text", ""))
         if kind == "intent-end":
             output = (event.data or {}).get("intent_output", {})
             run.reply = str(
@@ -801,6 +872,191 @@ async def async_embedded(
     return runs[0], runs[1]
 
 
+# --- A simple command, all stages ------------------------------------------------------
+
+
+class CountingProxy:
+    """A reverse proxy on loopback in front of a model server, counting what it forwards.
+
+    Majordome's entry points at it, so every request of the entry (chat, side
+    completions, model list) is seen, whatever the server behind it.
+    """
+
+    def __init__(self, upstream: str, session: aiohttp.ClientSession) -> None:
+        parsed = urlsplit(upstream)
+        self._upstream = f"{parsed.scheme}://{parsed.netloc}"
+        self._base_path = parsed.path.rstrip("/")
+        self._session = session
+        self._runner: web.AppRunner | None = None
+        self.url = ""  # the upstream's URL through the proxy (same path)
+        self.requests: list[str] = []  # "METHOD /path", in order
+
+    async def start(self) -> None:
+        """Serve on a free port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}{self._base_path}"
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(f"{request.method} {request.path}")
+        headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
+        async with self._session.request(
+            request.method,
+            self._upstream + request.path_qs,
+            data=await request.read(),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=EMBEDDED_TIMEOUT_S),
+        ) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={k: v for k, v in upstream.headers.items() if k in FORWARDED_HEADERS},
+            )
+            await response.prepare(request)
+            async for data in upstream.content.iter_any():
+                await response.write(data)
+            await response.write_eof()
+            return response
+
+
+def first_sentence(reply: str) -> str:
+    """The reply up to the end of its first sentence (all of it if it has no end)."""
+    match = SENTENCE_END.search(reply)
+    return reply[: match.end()].strip() if match else reply.strip()
+
+
+@dataclass
+class SimpleRound:
+    """One round of the simple command: both paths, then the floor for their answer."""
+
+    pipeline: PathRun
+    streaming: PathRun
+    stt_s: float = 0.0
+    tts_s: float = 0.0  # TTS of the answer's first sentence, to its first audio
+    sentence: str = ""
+
+    @property
+    def floor_s(self) -> float:
+        """STT + TTS of the spoken answer's first sentence: no agent at all."""
+        return self.stt_s + self.tts_s
+
+
+def summarize_simple(rounds: Sequence[SimpleRound]) -> dict[str, Any]:
+    """The `simple_*` keys: medians over the rounds."""
+    p = _median([r.pipeline.first_audio_s for r in rounds])
+    s = _median([r.streaming.first_audio_s for r in rounds])
+    floor = _median([r.floor_s for r in rounds])
+    runs = [run for r in rounds for run in (r.pipeline, r.streaming)]
+    return {
+        "simple_pipeline_s": round(p, 3),
+        "simple_streaming_s": round(s, 3),
+        "simple_floor_s": round(floor, 3),
+        "simple_streaming_over_floor": round(s / floor, 3),
+        "simple_pipeline_over_floor": round(p / floor, 3),
+        "simple_floor_stt_s": round(_median([r.stt_s for r in rounds]), 3),
+        "simple_floor_tts_s": round(_median([r.tts_s for r in rounds]), 3),
+        "simple_light_on": all(run.light_on for run in runs),
+        "simple_replies": sorted({run.reply for run in runs}),
+        "simple_model_requests": 0,  # checked on every run
+    }
+
+
+async def async_simple_run(bench: Bench, path: str, proxy: CountingProxy) -> PathRun:
+    """One run of one path; no request may reach the model."""
+    await async_light_off(bench.hass)
+    proxy.requests.clear()
+    if path == "pipeline":
+        run = await async_run_pipeline(bench, bench.pipeline_id)
+    else:
+        run = await async_run_streaming(bench, bench.entry_id)
+    if proxy.requests:
+        raise RuntimeError(
+            f"simple command, {path}: the model was called: {proxy.requests} "
+            f"(heard {run.heard!r}, reply {run.reply!r})"
+        )
+    if not run.reply.strip():
+        raise RuntimeError(f"simple command, {path}: no spoken answer")
+    if not run.light_on:
+        run.notes.append("the light did not turn on")
+    run.notes.append(f"reply {run.reply!r}")
+    return run
+
+
+async def async_simple(
+    args: argparse.Namespace,
+    bench: Bench,
+    pcm: bytes,
+    *,
+    model: tuple[str, str],
+    engines: tuple[str, str],
+) -> dict[str, Any]:
+    """The simple command with all stages: both paths and the floor, `args.runs` rounds.
+
+    Majordome keeps its default options (local stage on), with `model` (its URL and id)
+    configured behind a counting proxy; the pipeline prefers local handling, as users
+    set it up; `pcm` is the command after a short silence.
+    """
+    hass = bench.hass
+    model_url, model_id = model
+    proxy = CountingProxy(model_url, bench.session)
+    await proxy.start()
+    try:
+        entry = await async_create_voice_entry(
+            hass, proxy.url, model_id, bench.servers, all_stages=True
+        )
+        agent = entity_of(hass, entry.entry_id, "conversation")
+        pipeline_id = await async_create_pipeline(
+            hass, "Majordome, prefer local", agent, *engines, prefer_local=True
+        )
+        bench = replace(bench, pcm=pcm, pipeline_id=pipeline_id, entry_id=entry.entry_id)
+        progress(
+            f"scenario 'simple': {bench.scenario.command!r}, all stages; pipeline {agent} "
+            f"preferring local intents; model {model_id} behind {proxy.url}"
+        )
+        for path in ("pipeline", "streaming"):
+            progress((await async_simple_run(bench, path, proxy)).row("warm-up"))
+        rounds: list[SimpleRound] = []
+        for index in range(args.runs):
+            order = ("pipeline", "streaming") if index % 2 == 0 else ("streaming", "pipeline")
+            runs = {}
+            for path in order:
+                runs[path] = await async_simple_run(bench, path, proxy)
+                progress(runs[path].row(f"run {index + 1}"))
+            one = SimpleRound(runs["pipeline"], runs["streaming"])
+            one.sentence = first_sentence(one.streaming.reply)
+            one.stt_s = await async_stt_latency(
+                bench.servers.whisper, bench.pcm, bench.scenario.heard
+            )
+            one.tts_s = await async_tts_first_audio(bench.servers.piper, one.sentence)
+            progress(
+                f"run {index + 1:<6} floor     {one.floor_s:6.3f} s = stt {one.stt_s:.3f} + "
+                f"tts {one.tts_s:.3f} ({one.sentence!r})"
+            )
+            rounds.append(one)
+    finally:
+        await proxy.stop()
+    summary = summarize_simple(rounds)
+    print(
+        f"scenario 'simple' ({bench.scenario.command!r}, all stages, no model call), "
+        f"{len(rounds)} runs each: (a) pipeline preferring local {summary['simple_pipeline_s']:.3f} s, "
+        f"(b) streaming endpoint {summary['simple_streaming_s']:.3f} s, floor (STT + TTS) "
+        f"{summary['simple_floor_s']:.3f} s; S/floor {summary['simple_streaming_over_floor']:.2f} "
+        f"(goal <= 1.2); light on: {summary['simple_light_on']}",
+        flush=True,
+    )
+    return summary
+
+
 async def async_voice(
     args: argparse.Namespace, config_dir: Path, servers: Servers, speech: dict[str, bytes]
 ) -> dict[str, Any]:
@@ -861,6 +1117,22 @@ async def async_voice(
                     f"{streaming_run.first_audio_s:.2f} s",
                     flush=True,
                 )
+            # A simple command, all stages: the embedded model configured (or the
+            # scripted one), never called.
+            model = (
+                (servers.llm.base_url, servers.llm.model)
+                if servers.llm is not None
+                else (scripted.url, SCRIPTED_MODEL)
+            )
+            summary.update(
+                await async_simple(
+                    args,
+                    benches[ACTION.name],
+                    speech[SIMPLE],
+                    model=model,
+                    engines=(stt_engine, tts_engine),
+                )
+            )
     finally:
         await session.close()
         await scripted.stop()
@@ -990,6 +1262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for scenario in SCENARIOS
         }
+        # The action's words, after a short silence.
+        speech[SIMPLE] = bytes(2 * int(LEAD_SILENCE_S * STT_RATE)) + speech[ACTION.name]
         llm_server = None
         if args.embedded:
             wait_for_other_llm_servers()
