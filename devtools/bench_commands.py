@@ -1320,7 +1320,9 @@ async def async_side_by_side(
         house = await async_setup_house(hass, HOUSE)
         _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
         client = None
-        if "llama_cpp" in names and llama_cpp_missing() is None:
+        if LLAMA_CPP in names and llama_cpp_missing() is None:
+            if not await async_setup_component(hass, "websocket_api", {}):
+                raise RuntimeError("Home Assistant failed to set up websocket_api")
             session = await stack.enter_async_context(aiohttp.ClientSession())
             client = await stack.enter_async_context(WebsocketClient.async_connect(hass, session))
         runners, unavailable = await async_setup_agents(

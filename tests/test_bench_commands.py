@@ -763,3 +763,51 @@ async def test_llama_cpp_runs_behind_a_pipeline_that_prefers_local_commands(
     assert request["temperature"] == 0.0
     assert any(tool["function"]["name"].endswith("HassTurnOn") for tool in request["tools"])
     assert user_messages(request)[-1] == "Is it cold in the bedroom?"
+
+
+async def test_command_line_runs_all_agents_side_by_side(
+    socket_enabled: None, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """`scripts/bench commands --agents all --url`: a real Home Assistant in a child process.
+
+    The model says "Done." to everything: Majordome without its local stage does nothing
+    and says so (a done without change); Home Assistant's sentences handle the command
+    for the others, llama_cpp's through its pipeline (where the release has it).
+    """
+    suite = _suite(
+        tmp_path,
+        "- say: Turn on the kitchen light\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n",
+    )
+    scripted.responder = lambda body: text("Done.")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devtools.bench", "commands", "--agents", "all",
+        "--url", scripted.url, "--suite", str(suite), "--timeout", "30",
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    report = json.loads(lines[-1])
+    assert (report["bench"], report["model"], report["ha_version"]) == (
+        "commands",
+        MODEL,
+        HA_VERSION,
+    )
+    agents = report["agents"]
+    assert list(agents) == ["majordome", "majordome-nolocal", "builtin", "llama_cpp"]
+    passed = {name: a.get("passed") for name, a in agents.items()}
+    unfounded = {name: a.get("done_without_change") for name, a in agents.items()}
+    if (reason := llama_cpp_missing()) is None:
+        assert passed == {"majordome": 1, "majordome-nolocal": 0, "builtin": 1, "llama_cpp": 1}
+        assert agents["llama_cpp"]["answered_by"] == {"local": {"turns": 1, "share": 1.0}}
+    else:
+        assert passed == {"majordome": 1, "majordome-nolocal": 0, "builtin": 1, "llama_cpp": None}
+        assert agents["llama_cpp"]["unavailable"] == reason
+    assert unfounded["majordome-nolocal"] == 1
+    assert agents["majordome"]["answered_by"] == {"local": {"turns": 1, "share": 1.0}}
+    assert "warm-up turn (not counted)" in err.decode()
+    assert any(line.startswith("done w/o change") for line in lines)
