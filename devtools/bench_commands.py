@@ -801,6 +801,16 @@ class PipelineAgent:
                 "conversation_id": conversation_id,
             }
         )
+        try:
+            return await self._async_events(run_id, conversation_id)
+        except asyncio.CancelledError:
+            # The bench gave up (the case's timeout): the run stops too, instead of
+            # holding Home Assistant and acting later, on the next case's house.
+            await self.client.async_send({"type": "unsubscribe_events", "subscription": run_id})
+            raise
+
+    async def _async_events(self, run_id: int, conversation_id: str | None) -> Turn:
+        """The run's events until its end, as a Turn."""
         turn = Turn("", conversation_id, "the pipeline ended without an answer")
         while True:
             message = await self.client.async_receive(run_id)

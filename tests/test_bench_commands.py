@@ -811,3 +811,49 @@ async def test_command_line_runs_all_agents_side_by_side(
     assert agents["majordome"]["answered_by"] == {"local": {"turns": 1, "share": 1.0}}
     assert "warm-up turn (not counted)" in err.decode()
     assert any(line.startswith("done w/o change") for line in lines)
+
+
+@pytest.mark.skipif(llama_cpp_missing() is not None, reason="no llama_cpp in this release")
+async def test_a_pipeline_run_the_bench_gave_up_on_stops(
+    hass: HomeAssistant,
+    scripted: ScriptedServer,
+    hass_ws_client: WebSocketGenerator,
+    tmp_path: Path,
+) -> None:
+    """Past the case's timeout the pipeline's run is stopped: the case ends then, and the
+    run does not act later, on the house of the next case."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    with patch("homeassistant.components.tts._init_tts_cache_dir", return_value=str(tmp_path)):
+        assert await async_setup_component(hass, "assist_pipeline", {})
+        await hass.async_block_till_done()
+    house = await async_setup_house(hass, "demo")
+    [case] = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Could the kitchen get some light, please\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n",
+        )
+    )
+    scripted.responder = lambda body: text("Paris.")
+    client = WebsocketClient(await hass_ws_client(hass))
+    runners, _ = await async_setup_agents(
+        hass, house.devices, ("llama_cpp",),
+        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=client,
+    )  # fmt: skip
+    scripted.responder = None
+    runner = runners["llama_cpp"]
+    runner.timeout_s = 0.5
+    released = asyncio.Event()
+    late = tool_calls(("HassTurnOn", {"name": "Kitchen Light"}))
+    late.hold = released
+    scripted.add(late, text("Done."))
+    requests = len(scripted.chat_requests)
+
+    async with asyncio.timeout(60):  # not the minutes the held run would last
+        result = await runner.async_run_case(case)
+    released.set()
+
+    assert result.error == "no answer within 0.5 s"
+    assert scripted.chat_requests[requests:][0]["messages"][-1]["content"] == case.say
+    await hass.async_block_till_done()
+    assert hass.states.is_state("light.kitchen_light", "off")
