@@ -16,7 +16,9 @@ needs a key). `--agent builtin` runs the suite on Home Assistant's own agent
 
 `--agents` runs the competition side by side in one run, on the same house and the
 same model server (`--url`, `--model` and `--api-key` apply to every agent with a
-model): each case on each agent in turn, the house reset before each. The agents:
+model): each case on each agent in turn, the house reset before each (`--order
+agent`: every case on one agent, then the next, which keeps each agent's prompt in
+the cache of a server with one slot, like the embedded one). The agents:
 `majordome` (every stage), `majordome-nolocal` (the same, its local stage off: a
 second agent of the same entry), `builtin` (Home Assistant's agent alone) and
 `llama_cpp` (Home Assistant's own LLM agent for OpenAI-compatible servers, set up
@@ -993,15 +995,27 @@ async def async_run_side_by_side(
     runners: Mapping[str, CommandsRunner],
     cases: Sequence[Case],
     report: Callable[[str], None] = _report,
+    *,
+    by_agent: bool = False,
 ) -> dict[str, list[CaseResult]]:
-    """Every case for every agent in turn, the house reset before each: results per agent."""
+    """Every case on every agent, the house reset before each: results per agent.
+
+    Case by case (each case on each agent in turn), or with `by_agent` agent by agent
+    (every case on one agent, then the next): a server with one slot then keeps each
+    agent's prompt in its cache, as a household's one agent would.
+    """
     results: dict[str, list[CaseResult]] = {name: [] for name in runners}
-    for index, case in enumerate(cases, start=1):
-        for name, runner in runners.items():
-            report(f"[{index}/{len(cases)}] {name} {case.language} {case.say!r}")
-            result = await runner.async_run_case(case)
-            results[name].append(result)
-            _show(result, name, report)
+    numbered = list(enumerate(cases, start=1))
+    order = (
+        [(name, item) for name in runners for item in numbered]
+        if by_agent
+        else [(name, item) for item in numbered for name in runners]
+    )
+    for name, (index, case) in order:
+        report(f"[{index}/{len(cases)}] {name} {case.language} {case.say!r}")
+        result = await runners[name].async_run_case(case)
+        results[name].append(result)
+        _show(result, name, report)
     return results
 
 
@@ -1324,6 +1338,7 @@ async def async_side_by_side(
     model: str | None,
     api_key: str | None,
     timeout_s: float,
+    by_agent: bool = False,
 ) -> dict[str, Any]:
     """Start Home Assistant with the demo house and the agents, run every case on each."""
     async with running_home_assistant(config_dir) as hass, AsyncExitStack() as stack:
@@ -1345,7 +1360,7 @@ async def async_side_by_side(
             if name in MODEL_AGENTS:
                 _report(f"warm-up: {name}")
                 await runner.async_warm_up()
-        results = await async_run_side_by_side(runners, cases)
+        results = await async_run_side_by_side(runners, cases, by_agent=by_agent)
     print_side_by_side(results, unavailable)
     return side_by_side_summary(results, unavailable, model)
 
@@ -1433,6 +1448,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="side by side in one run, each case on each: a comma-separated list of"
         f" {', '.join(AGENT_NAMES)}, or all",
     )
+    parser.add_argument(
+        "--order",
+        choices=("case", "agent"),
+        default="case",
+        help="with --agents: each case on each agent in turn (default), or every case on one"
+        " agent, then the next (a one-slot server keeps each agent's prompt cached)",
+    )
     parser.add_argument("--url", help="an OpenAI-compatible server instead of the embedded model")
     parser.add_argument("--model", help="with --url: the model (default: the first listed)")
     parser.add_argument(
@@ -1451,6 +1473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--model needs --url (the embedded server has one model)")
     if args.agents and args.agent != "majordome":
         parser.error("--agents or --agent, not both")
+    if args.order != "case" and not args.agents:
+        parser.error("--order is for --agents")
     names = args.agents or (args.agent,)
     # llama_cpp, where the release has none, is only reported: it needs no server.
     missing = {LLAMA_CPP} if llama_cpp_missing() is not None else set()
@@ -1486,6 +1510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     model=model,
                     api_key=api_key,
                     timeout_s=args.timeout,
+                    by_agent=args.order == "agent",
                 ),
             )
         return run_in_temp_dir(

@@ -857,3 +857,40 @@ async def test_a_pipeline_run_the_bench_gave_up_on_stops(
     assert scripted.chat_requests[requests:][0]["messages"][-1]["content"] == case.say
     await hass.async_block_till_done()
     assert hass.states.is_state("light.kitchen_light", "off")
+
+
+async def test_side_by_side_agent_by_agent(
+    hass: HomeAssistant,
+    scripted: ScriptedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--order agent`: every case on one agent, then the next (a one-slot server keeps
+    each agent's prompt cached); the house is reset before each case all the same."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    house = await async_setup_house(hass, "demo")
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Turn on the kitchen light\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n"
+            "- say: Allume la lampe de la chambre\n  language: fr\n"
+            "  expect_states: {light.bedroom_lamp: 'on'}\n",
+        )
+    )
+    runners, _ = await async_setup_agents(
+        hass, house.devices, ("majordome-nolocal", "builtin"),
+        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=None,
+    )  # fmt: skip
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("Done."),
+        tool_calls(("HassTurnOn", {"name": "Bedroom Lamp"})),
+        text("C'est fait."),
+    )
+
+    results = await async_run_side_by_side(runners, cases, by_agent=True)
+
+    assert [[r.passed for r in mine] for mine in results.values()] == [[True, True], [True, True]]
+    rows = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+    assert rows == ["majordome-nolocal", "majordome-nolocal", "builtin", "builtin"]
