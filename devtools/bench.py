@@ -534,7 +534,7 @@ async def async_run_ha_layout(
                 client,
                 model=model,
                 messages=messages,
-                tools=majordome_tools.format_tools(chat_log.llm_api),
+                tools=majordome_tools.format_tools(chat_log.llm_api, as_shown=False),
                 temperature=0.0,
                 max_tokens=max_tokens,
                 extra_body={"cache_prompt": True},
@@ -628,6 +628,10 @@ async def async_prompt_cache(
     prompt_n = sum(t.first.prompt_n or 0 for t in later)
     ttft_ours = _median_ttft(ours.turns[1:])
     ttft_ha = _median_ttft(theirs[1:])
+    # Apart: the first turn of a later conversation (only the system prompt and tools to
+    # reuse) and the follow-ups (the history too).
+    opening = [i for i in range(1, len(commands)) if i % CONVERSATION_LENGTH == 0]
+    follow_ups = [i for i in range(1, len(commands)) if i % CONVERSATION_LENGTH]
     for layout, turns in (("ours", ours.turns), ("ha-layout", theirs)):
         failed = [t.command.text for t in turns if not t.passed]
         print(f"{layout}: {len(turns) - len(failed)}/{len(turns)} passed; failed: {failed}")
@@ -638,6 +642,11 @@ async def async_prompt_cache(
         "ttft_ours_s": round(ttft_ours, 3),
         "ttft_ha_layout_s": round(ttft_ha, 3),
         "speedup": round(ttft_ha / ttft_ours, 3) if ttft_ours else 0.0,
+        **{
+            f"ttft_{kind}_{layout}_s": round(_median_ttft([turns[i] for i in indices]), 3)
+            for kind, indices in (("new_conversation", opening), ("follow_up", follow_ups))
+            for layout, turns in (("ours", ours.turns), ("ha_layout", theirs))
+        },
         "passed_ours": sum(t.passed for t in ours.turns),
         "passed_ha_layout": sum(t.passed for t in theirs),
         "commands": len(commands),

@@ -11,6 +11,10 @@ by a few users (conversations or voice-endpoint clients) and counted:
   asyncio's "never retrieved") and exceptions raised to a caller, during the class;
 - stalls: event-loop lateness over 100 ms seen by a probe in Home Assistant's loop, during
   the class (startup is over before the first class; an idle window is the baseline);
+- gc_stalls: the stalls a full garbage collection of the interpreter explains (over half
+  the lateness spent in a generation-2 collection), counted apart from `stalls`: Python
+  3.13's collector stops the whole process, whose heap holds this bench's servers and
+  clients too;
 - lost: memory missing after the class (the seeded household memory, and every write that
   was acknowledged);
 - unanswered: users without an answer within the deadline, or with someone else's.
@@ -28,6 +32,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 import contextlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+import gc
 import json
 import logging
 from pathlib import Path
@@ -104,12 +109,18 @@ class ErrorLog(logging.Handler):
 
 @dataclass
 class LagProbe:
-    """How late the event loop runs a callback due every `every_s`: its stalls."""
+    """How late the event loop runs a callback due every `every_s`: its stalls.
+
+    It also times the interpreter's full (generation 2) garbage collections, to tell the
+    stalls they explain from the others. (The loop's clock is time.monotonic.)
+    """
 
     every_s: float = PROBE_EVERY_S
     threshold_s: float = STALL_S
     stalls: list[tuple[float, float]] = field(default_factory=list)  # (when, lateness)
+    full_collections: list[tuple[float, float]] = field(default_factory=list)  # (start, end)
     _handle: asyncio.TimerHandle | None = None
+    _collecting_since: float | None = None
 
     def observe(self, due: float, now: float) -> None:
         """Note a tick due at `due` that ran at `now` (monotonic seconds)."""
@@ -119,6 +130,35 @@ class LagProbe:
     def between(self, start: float, end: float) -> list[float]:
         """The stalls (their lateness) that ended within [start, end]."""
         return [late for when, late in self.stalls if start <= when <= end]
+
+    def collected_during(self, when: float, late: float) -> float:
+        """Seconds of full garbage collection within the stall that ended at `when`."""
+        start = when - late
+        return sum(
+            max(0.0, min(end, when) - max(begin, start)) for begin, end in self.full_collections
+        )
+
+    def split(self, start: float, end: float) -> tuple[list[float], list[float]]:
+        """The stalls within [start, end]: those a full collection does not explain, and the rest.
+
+        A collection explains a stall when over half its lateness was spent collecting.
+        """
+        others: list[float] = []
+        collected: list[float] = []
+        for when, late in self.stalls:
+            if start <= when <= end:
+                explained = self.collected_during(when, late) > late / 2
+                (collected if explained else others).append(late)
+        return others, collected
+
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._collecting_since = time.monotonic()
+        elif self._collecting_since is not None:
+            self.full_collections.append((self._collecting_since, time.monotonic()))
+            self._collecting_since = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Tick on `loop` until stop()."""
@@ -130,11 +170,14 @@ class LagProbe:
 
         first = loop.time() + self.every_s
         self._handle = loop.call_at(first, tick, first)
+        gc.callbacks.append(self._on_collection)
 
     def stop(self) -> None:
         """Stop ticking."""
         if self._handle is not None:
             self._handle.cancel()
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_collection)
 
 
 TAG_RE = re.compile(r"user-\d+")
@@ -178,6 +221,7 @@ class Tally:
     exceptions: int = 0
     stalls: int = 0
     max_stall_ms: int = 0
+    gc_stalls: int = 0
     lost: int = 0
     unanswered: int = 0
 
@@ -389,12 +433,13 @@ class Bench:
         logged, raised, started = len(self.log.records), self.raised, time.monotonic()
         played = await play  # (a coroutine starts when awaited: on the seeded memory)
         await asyncio.sleep(SETTLE_S)
-        stalls = self.probe.between(started, time.monotonic())
+        stalls, collected = self.probe.split(started, time.monotonic())
         tally = Tally(
             tried=played.tried,
             exceptions=len(self.log.records) - logged + self.raised - raised,
             stalls=len(stalls),
             max_stall_ms=round(max(stalls, default=0) * 1000),
+            gc_stalls=len(collected),
             lost=missing_memory(SEEDED, played.facts, self.memory) + played.lost,
             unanswered=played.unanswered,
         )

@@ -7,6 +7,7 @@ scripted server's answers it relies on (made from the request; hanging up).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -89,6 +90,37 @@ async def test_a_blocked_loop_is_seen_by_the_probe() -> None:
     stalls = probe.between(started, time.monotonic())
     assert len(stalls) == 1
     assert stalls[0] > 0.1
+
+
+def test_a_stall_a_full_collection_explains_is_counted_apart() -> None:
+    """Over half the lateness spent in a generation-2 collection: a gc stall, not a stall."""
+    probe = LagProbe()
+    probe.full_collections.append((11.0, 11.2))
+    probe.observe(due=11.0, now=11.25)  # 250 ms late, 200 ms of it collecting
+    probe.observe(due=12.0, now=12.3)  # 300 ms late, no collection
+    probe.full_collections.append((13.0, 13.05))
+    probe.observe(due=13.0, now=13.4)  # 400 ms late, 50 ms collecting: not explained
+    stalls, collected = probe.split(10.0, 14.0)
+    assert stalls == pytest.approx([0.3, 0.4])
+    assert collected == pytest.approx([0.25])
+
+
+async def test_the_probe_times_full_collections_while_it_runs() -> None:
+    """gc.collect() (a full collection) is seen; after stop() nothing more is recorded."""
+    probe = LagProbe()
+    probe.start(asyncio.get_running_loop())
+    try:
+        before = time.monotonic()
+        gc.collect()
+        after = time.monotonic()
+    finally:
+        probe.stop()
+    assert [
+        (begin, end) for begin, end in probe.full_collections if before <= begin <= end <= after
+    ]
+    seen = len(probe.full_collections)
+    gc.collect()
+    assert len(probe.full_collections) == seen
 
 
 def test_answers_count_only_when_given_and_not_someone_elses() -> None:

@@ -76,6 +76,39 @@ def test_a_tool_is_found_by_its_name_with_or_without_prefix(
     assert compat.tool_named(name, tools) == meant
 
 
+def test_the_model_sees_base_names_where_they_are_unique() -> None:
+    shown = compat.shown_tool_names(["intent__HassTurnOn", "a__Get", "b__Get", "remember"])
+    assert shown == {
+        "intent__HassTurnOn": "HassTurnOn",
+        "a__Get": "a__Get",  # two tools share the base name: the prefix tells them apart
+        "b__Get": "b__Get",
+        "remember": "remember",
+    }
+    prompt = "Use intent__HassTurnOn to lock. Call a__Get."
+    assert compat.with_shown_names(prompt, shown) == "Use HassTurnOn to lock. Call a__Get."
+
+
+async def test_the_model_is_shown_tools_and_instructions_without_prefixes(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """2026.9+ prefixes Assist's tools (intent__HassTurnOn); the model sees HassTurnOn.
+
+    Its call by that name acts on the house. (On 2025.4, whose names have no prefix, this
+    holds as it is.)
+    """
+    assert await async_setup_component(hass, "homeassistant", {})
+    await async_setup_house(hass, "demo")
+    scripted.add(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), text("Done."))
+    await converse(hass, entry, "I would love some light in the kitchen")  # not HA's sentence
+
+    request = scripted.chat_requests[0]
+    names = [tool["function"]["name"] for tool in request["tools"]]
+    assert "HassTurnOn" in names
+    assert not [name for name in names if "__" in name]
+    assert "intent__" not in request["messages"][0]["content"]
+    assert hass.states.get("light.kitchen_light").state == "on"
+
+
 async def test_no_deprecation_is_reported_about_majordome(
     hass: HomeAssistant,
     entry: MockConfigEntry,

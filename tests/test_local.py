@@ -171,7 +171,7 @@ async def test_home_assistants_failure_is_never_heard(
 async def test_a_failure_of_the_matching_itself_goes_to_the_model(
     hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    scripted.add(text("Done by the model."))
+    scripted.add(text("Handled by the model."))
 
     with patch(
         "custom_components.majordome.compat.async_handle_intents",
@@ -179,7 +179,7 @@ async def test_a_failure_of_the_matching_itself_goes_to_the_model(
     ):
         result = await converse(hass, entry, "turn on the kitchen light")
 
-    assert speech(result) == "Done by the model."
+    assert speech(result) == "Handled by the model."
     assert local_outcome(entry) == local.LocalOutcome.ERROR
     assert [m["role"] for m in scripted.chat_requests[0]["messages"]] == ["system", "user"]
 

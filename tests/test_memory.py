@@ -118,13 +118,13 @@ async def test_a_request_instead_of_an_introduction_dismisses_the_question(
 async def test_question_unanswered_in_that_conversation_is_never_asked_again(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, hass_admin_user: User
 ) -> None:
-    scripted.add(text("Hello."), text("Done."), text("Okay."))
+    scripted.add(text("Hello."), text("Noted."), text("Okay."))
 
     await converse(hass, entry, "hello", user=hass_admin_user)
     elsewhere = await converse(hass, entry, "lights off", user=hass_admin_user)
     again = await converse(hass, entry, "and now?", user=hass_admin_user)
 
-    assert speech(elsewhere) == "Done."  # no condensing call: a new conversation
+    assert speech(elsewhere) == "Noted."  # no condensing call: a new conversation
     assert speech(again) == "Okay."
     assert len(scripted.chat_requests) == 3
     assert stored(entry)["onboarding"] == Onboarding.DISMISSED
@@ -133,9 +133,9 @@ async def test_question_unanswered_in_that_conversation_is_never_asked_again(
 async def test_automations_are_never_asked(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    scripted.add(text("Done."))
+    scripted.add(text("Noted."))
     result = await converse(hass, entry, "turn off everything")  # no user: an automation
-    assert speech(result) == "Done."
+    assert speech(result) == "Noted."
     assert stored(entry).get("onboarding", Onboarding.PENDING) == Onboarding.PENDING
 
 

@@ -443,22 +443,22 @@ def as_written(entry: str) -> str:
 
 
 def test_the_lists_are_loaded() -> None:
-    assert metacognition._read_list("phrases") == metacognition._PHRASES
-    assert metacognition._read_list("cjk_fragments") == metacognition._CJK_FRAGMENTS
-    assert frozenset(metacognition._read_list("connectors")) == metacognition._CONNECTORS
+    assert metacognition.read_list("phrases") == metacognition._PHRASES
+    assert metacognition.read_list("cjk_fragments") == metacognition._CJK_FRAGMENTS
+    assert frozenset(metacognition.read_list("connectors")) == metacognition._CONNECTORS
     assert len(metacognition._PHRASES) >= 100
     assert len(metacognition._CONNECTORS) >= 5
     assert len(metacognition._CJK_FRAGMENTS) >= 5
     # Comments and blank lines are not entries.
     assert {"you", "merci", "谢谢"} <= set(metacognition._PHRASES)
     assert not any(
-        entry.startswith("#") for name in LISTS for entry in metacognition._read_list(name)
+        entry.startswith("#") for name in LISTS for entry in metacognition.read_list(name)
     )
 
 
 @pytest.mark.parametrize("name", LISTS)
 def test_the_lists_are_normalised_and_without_duplicates(name: str) -> None:
-    entries = metacognition._read_list(name)
+    entries = metacognition.read_list(name)
     assert entries
     for entry in entries:
         # Its own normalisation: lower case, Latin letters unaccented, no punctuation,
@@ -476,7 +476,7 @@ def test_the_lists_are_normalised_and_without_duplicates(name: str) -> None:
 
 @pytest.mark.parametrize("name", LISTS)
 def test_every_entry_of_the_lists_is_dropped(name: str) -> None:
-    for entry in metacognition._read_list(name):
+    for entry in metacognition.read_list(name):
         assert_dropped(entry, Reason.HALLUCINATION, allowed_scripts=frozenset(SCRIPTS))
 
 

@@ -612,12 +612,17 @@ async def test_hallucinated_transcript_is_ignored_and_leaves_no_trace(
 
     # The next, real request: its history does not hold the hallucination.
     await assert_answers_spoken(
-        voice, scripted, speech_server, "turn on the kitchen light", "Done.", language=language
+        voice,
+        scripted,
+        speech_server,
+        "turn on the kitchen light",
+        "The kitchen light is on.",
+        language=language,
     )
     assert len(scripted.chat_requests) == 1
     assert user_messages(scripted.chat_requests[0]) == ["turn on the kitchen light"]
     assert hallucination not in all_content(scripted.chat_requests[0])
-    assert [s.text for s in speech_server.synthesized] == ["Done."]
+    assert [s.text for s in speech_server.synthesized] == ["The kitchen light is on."]
 
 
 @pytest.mark.parametrize("said", ["Stop.", "Arrête !"])

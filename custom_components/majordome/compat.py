@@ -5,7 +5,8 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
 - Tool schemas: voluptuous-openapi until 2026.8, probatio from 2026.9 (which no longer
   ships voluptuous-openapi).
 - Tool names: `HassTurnOn` until 2026.8, `intent__HassTurnOn` from 2026.9. Majordome
-  matches names by their base (`base_tool_name`), whatever the prefix.
+  matches names by their base (`base_tool_name`), whatever the prefix, and shows the model
+  the base names where they are unique (`shown_tool_names`).
 - Tool results: a JSON object until 2026.9, an `llm.ToolResult(data, error)` from 2026.10,
   read back from `ToolResultContent.result` instead of `.tool_result`.
 - The date and time: Assist offers `GetDateTime` from 2025.11; Majordome's own clock tools
@@ -25,7 +26,8 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 import dataclasses
 import inspect
@@ -109,6 +111,28 @@ def tool_named(name: str, tool_names: list[str]) -> str | None:
     wanted = base_tool_name(name)
     matches = [real for real in tool_names if base_tool_name(real) == wanted]
     return matches[0] if len(matches) == 1 else None
+
+
+def shown_tool_names(tool_names: Iterable[str]) -> dict[str, str]:
+    """The name the model sees for each tool: its base name where no other tool has it.
+
+    Measured on the embedded 0.5B model with HA 2026.11's `intent__HassTurnOn`: 1 right
+    call out of 4 (made-up areas and floors) against 4 out of 4 with 2025.4's names.
+    The model's calls come back by base name, which `tool_named` maps to the real tool.
+    """
+    names = list(tool_names)
+    bases = Counter(base_tool_name(name) for name in names)
+    return {
+        name: base_tool_name(name) if bases[base_tool_name(name)] == 1 else name for name in names
+    }
+
+
+def with_shown_names(text: str, shown: Mapping[str, str]) -> str:
+    """`text` (Home Assistant's tool instructions) naming the tools as the model sees them."""
+    for real in sorted(shown, key=len, reverse=True):  # intent__X before a shorter X
+        if shown[real] != real:
+            text = text.replace(real, shown[real])
+    return text
 
 
 # --- Tool results -----------------------------------------------------------------

@@ -28,7 +28,18 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, intent, translation
 from homeassistant.helpers.entity import Entity
 
-from . import backend, compat, local, memory, metacognition, onboarding, pacing, prompt, tools
+from . import (
+    backend,
+    compat,
+    local,
+    memory,
+    metacognition,
+    onboarding,
+    pacing,
+    prompt,
+    tools,
+    truth,
+)
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
@@ -83,7 +94,8 @@ class PreparedTurn:
 
 # Majordome's own answer where the model gave none: a sentence's translation key, or a
 # tool's ready sentence: ("done", "") after an action, ("", "It is 5 pm.") after the time.
-type OwnAnswer = tuple[str, str]
+# A ready sentence wins over the key; the key "done" marks a claim that something was done.
+type OwnAnswer = truth.OwnAnswer
 
 
 class _Ignored(Exception):
@@ -138,12 +150,13 @@ class MajordomeEntity(Entity):
         length_before = len(chat_log.content)
         response = intent.IntentResponse(language=user_input.language)
         author = memory.AUTHOR.set(await onboarding.async_author(self.hass, user_input))
+        watch = truth.ChangeWatch(self.hass, user_input.context)
         try:
             _refuse_too_long(user_input, chat_log)
             self._screen_by_rules(user_input, chat_log, trace)
-            speech = await self._async_try_locally(user_input, chat_log, trace)
+            speech = await self._async_try_locally(user_input, chat_log, trace, watch)
             if speech is None:
-                speech = await self._async_model_turn(user_input, chat_log, trace)
+                speech = await self._async_model_turn(user_input, chat_log, trace, watch)
             response.async_set_speech(speech)
         except asyncio.CancelledError:
             # Home Assistant 2026.11 keeps a cancelled turn in its live chat log (and
@@ -158,6 +171,7 @@ class MajordomeEntity(Entity):
             speech = await self._async_apologize(user_input, chat_log, err, trace, length_before)
             response.async_set_error(intent.IntentResponseErrorCode.UNKNOWN, speech)
         finally:
+            watch.async_close()
             memory.AUTHOR.reset(author)
             _close_trace(trace)
         return conversation.ConversationResult(
@@ -171,6 +185,7 @@ class MajordomeEntity(Entity):
         user_input: conversation.ConversationInput,
         chat_log: conversation.ChatLog,
         trace: TurnTrace,
+        watch: truth.ChangeWatch,
     ) -> str | None:
         """Home Assistant's own sentences first: what it said when it handled the command.
 
@@ -192,7 +207,9 @@ class MajordomeEntity(Entity):
         trace.local, trace.local_intent = result.outcome, result.intent
         if result.outcome is not local.LocalOutcome.HANDLED:
             return None
-        answer = ("", result.speech) if result.speech else ("done", "")
+        said: OwnAnswer = ("done" if result.acted or not result.speech else "", result.speech)
+        evidence = truth.Evidence(targets=result.targets, other_action=not result.targets)
+        answer = await self._async_keep_truthful(user_input, chat_log, watch, evidence, said)
         return await self._async_answer(user_input, chat_log, answer)
 
     async def _async_model_turn(
@@ -200,6 +217,7 @@ class MajordomeEntity(Entity):
         user_input: conversation.ConversationInput,
         chat_log: conversation.ChatLog,
         trace: TurnTrace,
+        watch: truth.ChangeWatch,
     ) -> str:
         """The model's turn: prompt, screening by a model, tools, memory; its answer."""
         await pacing.async_wait_pass(self.hass)  # many turns at once: a few per pass
@@ -208,7 +226,11 @@ class MajordomeEntity(Entity):
         if await self._async_read_introduction(user_input, chat_log, turn):
             return await self._async_answer(user_input, chat_log, ("profile_saved", ""))
         answer = await self._async_tool_loop(user_input, chat_log, turn, trace)
-        speech = await self._async_answer(user_input, chat_log, answer)
+        evidence = truth.evidence_from_tools(chat_log, turn.turn_start)
+        said = await self._async_keep_truthful(user_input, chat_log, watch, evidence, answer)
+        if said is not answer and isinstance(answer, str):
+            turn.messages.pop()  # nor does the memory's summary read the untrue reply
+        speech = await self._async_answer(user_input, chat_log, said)
         return await self._async_remember(user_input, chat_log, turn, speech)
 
     async def _async_prepare(
@@ -343,6 +365,29 @@ class MajordomeEntity(Entity):
         speech = speech or await async_spoken_message(self.hass, user_input.language, key)
         await _async_say(chat_log, user_input.agent_id, speech)
         return speech
+
+    async def _async_keep_truthful(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        watch: truth.ChangeWatch,
+        evidence: truth.Evidence,
+        answer: str | OwnAnswer,
+    ) -> str | OwnAnswer:
+        """Truthful endings (truth.py): "Done" only after a change, the date from the clock.
+
+        A model's reply found untrue leaves the chat log; what replaces it is said
+        (and kept in the history) as Majordome's own sentences are.
+        """
+        claimed = truth.claims_done(answer) if isinstance(answer, str) else answer[0] == "done"
+        truer = await truth.async_truthful(watch, evidence, user_input, answer, claimed=claimed)
+        if truer is None:
+            return answer
+        LOGGER.debug("Not saying %r: %r instead", answer, truer)
+        last = chat_log.content[-1]
+        if isinstance(answer, str) and isinstance(last, conversation.AssistantContent):
+            chat_log.content.pop()
+        return truer
 
     async def _async_apologize(
         self,

@@ -9,7 +9,7 @@ Home Assistant's failure answers ("An unexpected error occurred") are never hear
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hassil.recognize import RecognizeResult
@@ -46,11 +46,17 @@ def _not_a_command(result: RecognizeResult) -> bool:
 
 @dataclass
 class LocalResult:
-    """The outcome, and when handled: what Home Assistant said and which intent ran."""
+    """The outcome, and when handled: what Home Assistant said and which intent ran.
+
+    `acted`: the intent was an action (not a question); `targets`: the entities it
+    reports acting on, as (entity_id, name).
+    """
 
     outcome: LocalOutcome
     speech: str = ""
     intent: str | None = None
+    acted: bool = False
+    targets: list[tuple[str, str]] = field(default_factory=list)
 
 
 async def async_try(
@@ -79,4 +85,14 @@ async def async_try(
         return LocalResult(LocalOutcome.FAILED)
     speech = str(response.speech.get("plain", {}).get("speech", ""))
     name = response.intent.intent_type if response.intent else None
-    return LocalResult(LocalOutcome.HANDLED, speech, name)
+    return LocalResult(
+        LocalOutcome.HANDLED,
+        speech,
+        name,
+        acted=response.response_type is intent.IntentResponseType.ACTION_DONE,
+        targets=[
+            (target.id, target.name)
+            for target in response.success_results
+            if target.type is intent.IntentResponseTargetType.ENTITY and target.id
+        ],
+    )

@@ -190,7 +190,7 @@ def _foreign_share(normalized: str, allowed: frozenset[str]) -> tuple[float, str
 _LISTS_DIR: Final = Path(__file__).with_name("hallucinations")
 
 
-def _read_list(name: str) -> tuple[str, ...]:
+def read_list(name: str) -> tuple[str, ...]:
     """Return the entries of hallucinations/<name>.txt, in file order.
 
     One entry a line, surrounding spaces stripped; blank lines and lines that start
@@ -208,9 +208,9 @@ def _read_list(name: str) -> tuple[str, ...]:
 # Whole utterances Whisper invents on silence, by language (phrases.txt). The text is
 # dropped when it is made only of these, fillers and connectors, so "Thank you. Bye."
 # goes too.
-_PHRASES: Final = _read_list("phrases")
+_PHRASES: Final = read_list("phrases")
 # Tokens that may sit between phrases without making the text a request (connectors.txt).
-_CONNECTORS: Final = frozenset(normalize(word) for word in _read_list("connectors"))
+_CONNECTORS: Final = frozenset(normalize(word) for word in read_list("connectors"))
 # Hesitations and laughter: "hmm", "euh", "mhm", "ahh", "hahahaha".
 _FILLER: Final = re.compile(
     r"h*m+h*|m+h+m+|h*u+h*m*|h?e+u+h*|h+u+m+|a+h+|o+h+|e+h+|e+r+m*|p+f+|p+s+t+|s+h+|t+s+"
@@ -312,7 +312,7 @@ _PATTERNS: Final = {
     ),
 }
 # Scripts without spaces between words: substrings rather than words (cjk_fragments.txt).
-_CJK_FRAGMENTS: Final = _read_list("cjk_fragments")
+_CJK_FRAGMENTS: Final = read_list("cjk_fragments")
 
 _PATTERN_NAMES: Final = list(_PATTERNS)
 _HALLUCINATION_RE: Final = re.compile(

@@ -45,6 +45,10 @@ _MONTHS = {
     "fr": ["janvier", "février", "mars", "avril", "mai", "juin", "juillet",
            "août", "septembre", "octobre", "novembre", "décembre"],
 }  # fmt: skip
+# Every day and month name above: a reply naming one speaks of a date.
+CALENDAR_NAMES = frozenset(
+    name for names in (*_WEEKDAYS.values(), *_MONTHS.values()) for name in names
+)
 
 
 def spoken_date(moment: datetime, language: str | None) -> str:
@@ -66,15 +70,33 @@ def spoken_time(moment: datetime, language: str | None) -> str:
 SPEECH_KEY = "speech"
 
 
+async def async_sentence(hass: HomeAssistant, language: str | None, key: str, **values: str) -> str:
+    """A sentence from the translations, in the user's language, filled in."""
+    strings = await translation.async_get_translations(
+        hass, base_language(language), "exceptions", {DOMAIN}
+    )
+    template = strings.get(f"component.{DOMAIN}.exceptions.{key}.message", "")
+    return template.format(**values) if template else " ".join(values.values())
+
+
 async def _async_sentence(
     hass: HomeAssistant, llm_context: llm.LLMContext, key: str, **values: str
 ) -> str:
     """A sentence from the translations, in the conversation's language, filled in."""
-    strings = await translation.async_get_translations(
-        hass, base_language(llm_context.language), "exceptions", {DOMAIN}
-    )
-    template = strings.get(f"component.{DOMAIN}.exceptions.{key}.message", "")
-    return template.format(**values) if template else " ".join(values.values())
+    return await async_sentence(hass, llm_context.language, key, **values)
+
+
+async def async_clock_sentence(
+    hass: HomeAssistant, language: str | None, *, time: bool, date: bool
+) -> str:
+    """What the clock tools say, now: the time, the date, or both ("It is 14:05.")."""
+    now = dt_util.now()
+    spoken = {"time": spoken_time(now, language), "date": spoken_date(now, language)}
+    if time and date:
+        return await async_sentence(hass, language, "date_time_answer", **spoken)
+    if time:
+        return await async_sentence(hass, language, "time_answer", time=spoken["time"])
+    return await async_sentence(hass, language, "date_answer", date=spoken["date"])
 
 
 class MajordomeTool(llm.Tool):
@@ -243,16 +265,18 @@ class MajordomeAPIInstance(llm.APIInstance):
             hint = ""
             if _exposed_names(self.api.hass, tool_input.tool_name):
                 # Small models put the device's name where the tool's name goes.
+                shown_names = compat.shown_tool_names(tool_names)
                 turn_on, turn_off = (
-                    compat.tool_named(name, tool_names) or name
+                    shown_names.get(compat.tool_named(name, tool_names) or name, name)
                     for name in ("HassTurnOn", "HassTurnOff")
                 )
                 hint = (
                     f" {shown!r} is a device, not a tool: pass it as the "
                     f"`name` argument of a tool such as {turn_on} or {turn_off}."
                 )
+            listed = ", ".join(compat.shown_tool_names(tool_names).values())
             raise HomeAssistantError(
-                f"There is no tool named {shown!r}.{hint} The tools are: {', '.join(tool_names)}."
+                f"There is no tool named {shown!r}.{hint} The tools are: {listed}."
             )
         arguments = _said_settings(
             tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
@@ -473,23 +497,31 @@ class MajordomeAPI(llm.API):
             theirs = [tool for tool in assist.tools if tool.name not in ours]
         if not any(compat.base_tool_name(tool.name) == DATE_TIME_TOOL for tool in theirs):
             ours.update((tool.name, tool()) for tool in MAJORDOME_TOOLS)
+        tools = [*theirs, *(ours[name] for name in sorted(ours))]
         return MajordomeAPIInstance(
             api=self,
-            api_prompt=api_prompt,
+            api_prompt=compat.with_shown_names(
+                api_prompt, compat.shown_tool_names(tool.name for tool in tools)
+            ),
             llm_context=llm_context,
-            tools=[*theirs, *(ours[name] for name in sorted(ours))],
+            tools=tools,
             custom_serializer=serializer,
             utterance=self.utterance,
         )
 
 
-def format_tools(api: llm.APIInstance) -> list[dict[str, Any]]:
-    """Return the tools in the chat-completions format."""
+def format_tools(api: llm.APIInstance, as_shown: bool = True) -> list[dict[str, Any]]:
+    """Return the tools in the chat-completions format, named as the model sees them.
+
+    `as_shown=False`: by their real names, as Home Assistant's own agents send them.
+    """
+    names = [tool.name for tool in api.tools]
+    shown = compat.shown_tool_names(names) if as_shown else dict(zip(names, names, strict=True))
     return [
         {
             "type": "function",
             "function": {
-                "name": tool.name,
+                "name": shown[tool.name],
                 "description": tool.description or "",
                 "parameters": compat.tool_schema(tool.parameters, api.custom_serializer),
             },

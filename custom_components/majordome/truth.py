@@ -1,0 +1,259 @@
+"""Truthful endings: what the user hears at the end of a turn is what happened.
+
+"Done" is said only when Home Assistant reports that this turn changed something: a
+`state_changed` event whose context is the turn's (the context the intents and
+services of both the local stage and the model's tools run in) or a child of it (a
+script the turn started). An action that succeeded but changed nothing (the light was
+on already) is said as such, and a model that claims it did something in a turn where
+nothing changed ("Done.", "C'est fait.", "I've turned on...") is not passed on.
+
+A reply that states a date, a year or a time while no clock tool ran this turn came
+from the model's memory ("Nous sommes à l'année 2023."): the clock's own sentence is
+said instead.
+
+The phrases are data (hallucinations/completion_claims.txt, clock_questions.txt,
+clock_statements.txt), matched on whole normalised words, without regular expressions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from homeassistant.components import conversation
+from homeassistant.const import EVENT_CALL_SERVICE, EVENT_STATE_CHANGED, EVENT_STATE_REPORTED
+from homeassistant.core import CALLBACK_TYPE, Context, Event, HomeAssistant, callback
+
+from . import compat, tools
+from .metacognition import normalize, read_list
+
+# How long an action that reported success may take to show in the states: Home
+# Assistant's intents wait 0.2 s for a service, then let it finish in the background.
+SETTLE_TIMEOUT: Final = 1.0
+
+# Entities the voice machinery updates in the turn's context: not the house.
+_NOT_THE_HOUSE: Final = frozenset({"conversation", "assist_satellite", "stt", "tts", "wake_word"})
+# Tools that only read: their success is no action.
+_QUERY_TOOLS: Final = frozenset({*tools.SPOKEN_TOOLS, "GetLiveContext"})
+
+_CLAIMS: Final = tuple(f" {phrase} " for phrase in read_list("completion_claims"))
+_STATEMENTS: Final = tuple(f" {phrase} " for phrase in read_list("clock_statements"))
+
+
+def _questions(kind: str) -> tuple[str, ...]:
+    """The phrases of clock_questions.txt that speak of `kind` ("time" or "date")."""
+    return tuple(
+        f" {phrase} "
+        for line in read_list("clock_questions")
+        for prefix, _, phrase in (line.partition(" "),)
+        if prefix == kind
+    )
+
+
+_ASKS_TIME: Final = _questions("time")
+_ASKS_DATE: Final = _questions("date")
+_CALENDAR: Final = frozenset(normalize(name) for name in tools.CALENDAR_NAMES)
+# Words after an hour that make it a time of day: "7 h 30", "3 pm", "8 heures".
+_HOUR_WORDS: Final = frozenset({"h", "heure", "heures", "am", "pm", "o", "oclock"})
+
+type OwnAnswer = tuple[str, str]  # (translation key, "") or ("", a ready sentence)
+
+
+def _says(padded: str, phrases: Iterable[str]) -> bool:
+    """Whether the normalised, space-padded text holds one of the padded phrases."""
+    return any(phrase in padded for phrase in phrases)
+
+
+def _padded(text: str) -> str:
+    return f" {normalize(text)} "
+
+
+@callback
+def _in_the_house(data: Mapping[str, Any]) -> bool:
+    """An entity of the house, not of the voice machinery."""
+    return str(data.get("entity_id", "")).partition(".")[0] not in _NOT_THE_HOUSE
+
+
+class ChangeWatch:
+    """The state changes the turn causes, noted while it runs.
+
+    Opened when the turn starts, closed when it ends. Contexts are followed from the
+    turn's to its children (a script's service calls), so a change made on the turn's
+    behalf counts, and nothing else does.
+    """
+
+    def __init__(self, hass: HomeAssistant, context: Context) -> None:
+        """Listen to the bus for the turn's context and its descendants."""
+        self.hass = hass
+        self._ours: set[str] = {context.id}
+        self.changed: set[str] = set()
+        self._written: set[str] = set()  # changed, or written again unchanged
+        self._moved = asyncio.Event()
+        self._unsubs: list[CALLBACK_TYPE] = [
+            hass.bus.async_listen(EVENT_CALL_SERVICE, self._async_on_event),
+            hass.bus.async_listen(EVENT_STATE_CHANGED, self._async_on_event, _in_the_house),
+            hass.bus.async_listen(EVENT_STATE_REPORTED, self._async_on_event, _in_the_house),
+        ]
+
+    @callback
+    def _async_on_event(self, event: Event[Any]) -> None:
+        context = event.context
+        if context.id not in self._ours and context.parent_id not in self._ours:
+            return
+        self._ours.add(context.id)
+        entity_id = event.data.get("entity_id")
+        if not isinstance(entity_id, str):
+            return  # a service call: its context's children are ours too
+        self._written.add(entity_id)
+        if event.event_type == EVENT_STATE_CHANGED:
+            self.changed.add(entity_id)
+        self._moved.set()
+
+    async def async_settle(self, entity_ids: Iterable[str]) -> None:
+        """Wait (at most SETTLE_TIMEOUT) until a change, or until every target was written."""
+        pending = set(entity_ids)
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            while not self.changed and not pending <= self._written:
+                self._moved.clear()
+                await self._moved.wait()
+
+    @callback
+    def async_close(self) -> None:
+        """Stop listening."""
+        while self._unsubs:
+            self._unsubs.pop()()
+
+
+@dataclass
+class Evidence:
+    """What the turn's tools (or Home Assistant's local stage) reported."""
+
+    # Entities an action reported acting on: (entity_id, name).
+    targets: list[tuple[str, str]] = field(default_factory=list)
+    # A tool succeeded at something that is neither a query nor a house entity
+    # (a memory, a timer, a script): its "done" needs no state change.
+    other_action: bool = False
+    clock_read: bool = False
+
+
+def evidence_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> Evidence:
+    """Sort this turn's tool results into actions on entities, other actions, clock reads."""
+    evidence = Evidence()
+    for content in chat_log.content[turn_start:]:
+        if not isinstance(content, conversation.ToolResultContent) or compat.result_failed(content):
+            continue
+        name = compat.base_tool_name(content.tool_name)
+        evidence.clock_read |= name in tools.SPOKEN_TOOLS
+        if name in _QUERY_TOOLS:
+            continue
+        targets = entity_targets(compat.result_data(content))
+        evidence.targets.extend(targets)
+        evidence.other_action |= not targets
+    return evidence
+
+
+def entity_targets(result: object) -> list[tuple[str, str]]:
+    """The entities an intent's result names as done: [(entity_id, name)]."""
+    if not isinstance(result, dict) or result.get("response_type") != "action_done":
+        return []
+    data = result.get("data")
+    success = data.get("success") if isinstance(data, dict) else None
+    return [
+        (str(target["id"]), str(target.get("name") or target["id"]))
+        for target in success or ()
+        if isinstance(target, dict) and target.get("type") == "entity" and target.get("id")
+    ]
+
+
+def claims_done(text: str) -> bool:
+    """Whether a reply says it carried something out ("Done.", "J'ai allumé...")."""
+    return _says(_padded(text), _CLAIMS)
+
+
+async def async_truthful(
+    watch: ChangeWatch,
+    evidence: Evidence,
+    user_input: conversation.ConversationInput,
+    answer: str | OwnAnswer,
+    *,
+    claimed: bool,
+) -> OwnAnswer | None:
+    """The sentence to say instead of `answer`, or None when it is true as it is.
+
+    `claimed`: the answer says something was carried out (Majordome's own "Done",
+    Home Assistant's answer to a command, or the model's words that say so).
+    """
+    language = user_input.language
+    if claimed:
+        return await _async_check_claim(watch, evidence, language)
+    if isinstance(answer, str) and not evidence.clock_read:
+        return await _async_check_clock(watch.hass, user_input.text, answer, language)
+    return None
+
+
+async def _async_check_claim(
+    watch: ChangeWatch, evidence: Evidence, language: str | None
+) -> OwnAnswer | None:
+    if evidence.targets and not watch.changed:
+        with contextlib.suppress(TimeoutError):
+            await watch.async_settle(entity_id for entity_id, _ in evidence.targets)
+    if watch.changed or evidence.other_action:
+        return None
+    if not evidence.targets:
+        return ("not_done", "")
+    return ("", await _async_unchanged(watch.hass, evidence.targets, language))
+
+
+async def _async_unchanged(
+    hass: HomeAssistant, targets: list[tuple[str, str]], language: str | None
+) -> str:
+    """Say that nothing changed, naming the state where that is simple ("was already on")."""
+    named = dict(targets)
+    if len(named) == 1:
+        [(entity_id, name)] = named.items()
+        state = hass.states.get(entity_id)
+        if state is not None and state.state in ("on", "off"):
+            return await tools.async_sentence(hass, language, f"unchanged_{state.state}", name=name)
+    return await tools.async_sentence(hass, language, "unchanged")
+
+
+async def _async_check_clock(
+    hass: HomeAssistant, utterance: str, reply: str, language: str | None
+) -> OwnAnswer | None:
+    """The clock's sentence, for a reply that states the date or time from memory."""
+    asked, said = _padded(utterance), _padded(reply)
+    asks_time, asks_date = _says(asked, _ASKS_TIME), _says(asked, _ASKS_DATE)
+    if not (asks_time or asks_date or _says(said, _STATEMENTS)):
+        return None
+    states_time, states_date = _states_clock(said.split())
+    if not (states_time or states_date):
+        return None
+    if not (asks_time or asks_date):
+        asks_time, asks_date = states_time, states_date
+    return ("", await tools.async_clock_sentence(hass, language, time=asks_time, date=asks_date))
+
+
+def _states_clock(words: list[str]) -> tuple[bool, bool]:
+    """Whether normalised words state a time of day, and a date (a year, a day or month name).
+
+    "14:05" and "14 h 05" normalise to "14 05" and "14 h 05"; "2023" is a year.
+    """
+    states_time = states_date = False
+    for index, word in enumerate(words):
+        if word in _CALENDAR:
+            states_date = True
+        if not word.isdigit():
+            states_time |= word[:-2].isdigit() and word[-2:] in ("am", "pm")
+            continue
+        value = int(word)
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if len(word) == 4 and 1900 <= value < 2200:
+            states_date = True
+        elif value <= 24 and (
+            following in _HOUR_WORDS or (len(following) == 2 and following.isdigit())
+        ):
+            states_time = True
+    return states_time, states_date
