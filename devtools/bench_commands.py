@@ -3,6 +3,7 @@
     scripts/bench commands [--suite FILE] [--language en|fr] [--limit N] [--timeout S]
                            [--url URL [--model NAME] [--api-key KEY]] [--ctx 8192]
     scripts/bench commands --agent builtin [--suite FILE] ...
+    scripts/bench [--ha 2026.11] commands --agents all|NAME,NAME... [--url URL ...] ...
 
 Each case of the suite is one sentence sent to Majordome in a fresh conversation, on
 the demo house (devtools/house.py) put back in its initial states first, so cases are
@@ -12,6 +13,25 @@ outside any case's timeout. By default the model is the embedded llama.cpp serve
 the first one the server lists when not given; `--api-key` or $OPENAI_API_KEY when it
 needs a key). `--agent builtin` runs the suite on Home Assistant's own agent
 (sentence matching, no model): the reference that checks a suite is achievable.
+
+`--agents` runs the competition side by side in one run, on the same house and the
+same model server (`--url`, `--model` and `--api-key` apply to every agent with a
+model): each case on each agent in turn, the house reset before each (`--order
+agent`: every case on one agent, then the next, which keeps each agent's prompt in
+the cache of a server with one slot, like the embedded one). The agents:
+`majordome` (every stage), `majordome-nolocal` (the same, its local stage off: a
+second agent of the same entry), `builtin` (Home Assistant's agent alone) and
+`llama_cpp` (Home Assistant's own LLM agent for OpenAI-compatible servers, set up
+through its flows on the same URL and model with the Assist API, temperature 0 as
+Majordome's, and reached as users reach it: an Assist pipeline per language whose
+agent it is, with "prefer handling commands locally" on, run on text over the
+websocket API). Where the release has no llama_cpp (2025.4), it is reported
+unavailable with the reason. `all` is the four. The table has a row per category and
+language and a column per agent (successes and the median seconds per case), then
+each agent's "done without change" (a request failed, nothing changed, and the reply
+says it was done: one of benchmarks/claims.yaml's phrases and no refusal phrase) and
+who answered its turns (`local`: Home Assistant's sentences; `none`: no model, e.g.
+screening rules; else the model, as the turn's trace names it).
 
 Suite format (YAML): a list of cases, each with
 
@@ -52,17 +72,23 @@ stderr; then a table of success per category and language with the median second
 case. The last line of stdout is {"bench": "commands", "agent": "majordome"|"builtin",
 "passed": P, "total": T, "median_s": S, "categories": {NAME: {"passed", "total",
 "median_s", "by_language": {LANG: {"passed", "total"}}}}, "languages": {LANG: {"passed",
-"total", "median_s"}}, "ha_version": V}.
+"total", "median_s"}}, "done_without_change": N, "answered_by": {WHO: {"turns", "share"}},
+"ha_version": V}; with --agents: {"bench": "commands", "agents": {NAME: that object
+without "bench", or {"agent", "unavailable": REASON}}, "model": M, "ha_version": V}.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 import difflib
+import importlib.util
+import itertools
 import logging
 import math
 import os
@@ -71,8 +97,9 @@ import re
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 import openai
 import yaml
 
@@ -81,10 +108,14 @@ from custom_components.majordome.const import (
     CONF_MEMORY_EVERY,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
+    DOMAIN,
 )
+from custom_components.majordome.local import LocalOutcome
 from custom_components.majordome.memory import Memory
-from custom_components.majordome.models import MajordomeConfigEntry
+from custom_components.majordome.models import MajordomeConfigEntry, TurnTrace
 from devtools.bench_common import (
+    async_access_token,
+    async_add_agent,
     async_create_entry,
     print_summary,
     run_in_temp_dir,
@@ -93,7 +124,11 @@ from devtools.bench_common import (
 from devtools.hass_runner import running_home_assistant
 from devtools.house import HELPER_DOMAINS, Device, Size, async_setup_house, house_devices
 from homeassistant.components import conversation
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.const import CONF_API_KEY, __version__ as HA_VERSION
 from homeassistant.core import Context, HomeAssistant, State
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er, llm
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 
@@ -104,10 +139,15 @@ DEFAULT_SUITE = REPO_ROOT / "benchmarks" / "commands.yaml"
 HOUSE: Size = "demo"
 LANGUAGES = ("en", "fr")
 AGENTS = ("majordome", "builtin")
+# --agents: the competition, side by side (MODEL_AGENTS talk to the model server).
+AGENT_NAMES = ("majordome", "majordome-nolocal", "builtin", "llama_cpp")
+MODEL_AGENTS = frozenset({"majordome", "majordome-nolocal", "llama_cpp"})
+LLAMA_CPP = "llama_cpp"  # Home Assistant's integration (and agent name)
 CASE_KEYS = frozenset({"say", "language", "category", "expect_states", "expect_in_answer"})
 CATEGORIES = ("command", "paraphrase", "follow-up", "question", "refusal")
 MAX_TURNS = 3  # `say` as a list: the turns of one conversation
 DEFAULT_REFUSALS = REPO_ROOT / "benchmarks" / "refusals.yaml"
+DEFAULT_CLAIMS = REPO_ROOT / "benchmarks" / "claims.yaml"
 DEFAULT_TIMEOUT_S = 180.0
 WARMUP_TIMEOUT_S = 600.0  # the first prompt, read cold
 RELATIVE_TOLERANCE = 0.02  # numbers in expect_states: within 2 % (of at least 1)
@@ -373,11 +413,21 @@ def _number(text: Any) -> float | None:
 
 def load_refusals(path: Path = DEFAULT_REFUSALS) -> dict[str, tuple[str, ...]]:
     """The phrases a refusal's reply must hold one of, per language (benchmarks/refusals.yaml)."""
+    return _load_phrases(path, "refusal")
+
+
+def load_claims(path: Path = DEFAULT_CLAIMS) -> dict[str, tuple[str, ...]]:
+    """The phrases of a reply that claims it did it, per language (benchmarks/claims.yaml)."""
+    return _load_phrases(path, "claim")
+
+
+def _load_phrases(path: Path, kind: str) -> dict[str, tuple[str, ...]]:
+    """A phrase file: a list of phrases for each language, folded."""
     try:
         with path.open(encoding="utf-8") as file:
             data = yaml.load(file, Loader=yaml.BaseLoader)
     except (OSError, yaml.YAMLError) as err:
-        raise SuiteError(f"{path}: cannot read the refusal phrases: {err}") from err
+        raise SuiteError(f"{path}: cannot read the {kind} phrases: {err}") from err
     if not isinstance(data, dict) or set(data) != set(LANGUAGES):
         raise SuiteError(f"{path}: expected a list of phrases for each of {list(LANGUAGES)}")
     phrases: dict[str, tuple[str, ...]] = {}
@@ -393,6 +443,21 @@ def load_refusals(path: Path = DEFAULT_REFUSALS) -> dict[str, tuple[str, ...]]:
 def _folded(text: str) -> str:
     """Case-insensitive, with typographic apostrophes read as straight ones."""
     return text.replace("\u2019", "'").replace("\u02bc", "'").casefold().strip()
+
+
+def says_any(reply: str, phrases: Sequence[str]) -> bool:
+    """Whether the reply holds one of the phrases."""
+    folded = _folded(reply)
+    return any(_folded(phrase) in folded for phrase in phrases)
+
+
+def claims_done(reply: str, phrases: Sequence[str]) -> bool:
+    """Whether the reply holds one of the phrases, each at the start of a word.
+
+    The phrases are the bench's own, escaped: nothing the reply holds is a pattern.
+    """
+    folded = _folded(reply)
+    return any(re.search(r"(?<!\w)" + re.escape(_folded(phrase)), folded) for phrase in phrases)
 
 
 # --- The house: what it is, what changed, back to the start ---------------------------
@@ -546,8 +611,7 @@ def judge(
         problems.append(f"the turn failed: {error}")
     if case.category == "refusal":
         phrases = (refusals if refusals is not None else load_refusals())[case.language]
-        folded_reply = _folded(reply)
-        if not any(_folded(phrase) in folded_reply for phrase in phrases):
+        if not says_any(reply, phrases):
             problems.append("the reply does not say it was not done (no refusal phrase)")
     expected_ids = set()
     for expectation in case.expect_states or ():
@@ -580,6 +644,200 @@ def judge(
     return problems
 
 
+# --- Agents: what the bench talks to -------------------------------------------------
+
+LOCAL = "local"  # answered by Home Assistant's own sentences: no model
+NO_MODEL = "none"  # answered without Home Assistant's sentences nor a model (rules, errors)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What an agent answered to one sentence."""
+
+    reply: str
+    conversation_id: str | None
+    error: str | None = None  # why the turn failed; None when it did not
+    answered_by: str = ""  # LOCAL, NO_MODEL, a model's name, or "" (not known)
+
+
+class Agent(Protocol):
+    """An agent: one sentence in, one Turn out."""
+
+    agent_id: str  # its conversation agent (the warm-up talks to it directly)
+
+    async def async_turn(self, say: str, language: str, conversation_id: str | None) -> Turn:
+        """Answer one sentence, in a conversation or a new one."""
+
+
+def answering_model(trace: TurnTrace, default: str) -> str:
+    """The model that gave a Majordome turn's last completion.
+
+    A completion's stats or the trace that name their `model` (a fast/main cascade) are
+    read first; otherwise the agent's model answered.
+    """
+    for holder in (*reversed(trace.completions), trace):
+        model = getattr(holder, "model", None)
+        if isinstance(model, str) and model:
+            return model
+    return default
+
+
+class ConverseAgent:
+    """An agent reached by `conversation.async_converse`: Majordome, or the built-in one.
+
+    With `entry=None` it is Home Assistant's built-in agent (sentence matching, no
+    model); otherwise an agent of that Majordome entry, on `model`.
+    """
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        agent_id: str,
+        entry: MajordomeConfigEntry | None = None,
+        model: str = "",
+    ) -> None:
+        """Remember where to send the sentences."""
+        self.hass = hass
+        self.agent_id = agent_id
+        self.entry = entry
+        self.model = model
+
+    async def async_turn(self, say: str, language: str, conversation_id: str | None) -> Turn:
+        """One turn; Majordome's trace says whether it failed and who answered."""
+        if self.entry is not None:
+            self.entry.runtime_data.last_turn = None
+        result = await conversation.async_converse(
+            self.hass, say, conversation_id, Context(), language=language, agent_id=self.agent_id
+        )
+        reply = str(result.response.speech.get("plain", {}).get("speech", ""))
+        conversation_id = result.conversation_id or conversation_id
+        if self.entry is None:
+            return Turn(reply, conversation_id, answered_by=LOCAL)
+        trace = self.entry.runtime_data.last_turn
+        if trace is None:
+            return Turn(reply, conversation_id)
+        if trace.local == LocalOutcome.HANDLED:
+            answered_by = LOCAL
+        elif trace.completions:
+            answered_by = answering_model(trace, self.model)
+        else:
+            answered_by = NO_MODEL
+        return Turn(reply, conversation_id, trace.error, answered_by)
+
+
+class WebsocketClient:
+    """Home Assistant's websocket API on a connection already authenticated.
+
+    Messages of other commands (the events of a run the bench gave up on) are skipped.
+    """
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Number the commands from 1 on this connection."""
+        self.ws = ws
+        self._ids = itertools.count(1)
+
+    @classmethod
+    @asynccontextmanager
+    async def async_connect(
+        cls, hass: HomeAssistant, session: aiohttp.ClientSession
+    ) -> AsyncIterator[WebsocketClient]:
+        """Connect to the Home Assistant of the bench as an admin user."""
+        token = await async_access_token(hass)
+        url = f"http://127.0.0.1:{hass.http.server_port}/api/websocket"
+        async with session.ws_connect(url) as ws:
+            for expected in ("auth_required", "auth_ok"):
+                if expected == "auth_ok":
+                    await ws.send_json({"type": "auth", "access_token": token})
+                message = await ws.receive_json()
+                if message.get("type") != expected:
+                    raise RuntimeError(f"websocket: expected {expected}, got {message}")
+            yield cls(ws)
+
+    async def async_send(self, message: dict[str, Any]) -> int:
+        """Send a command; its id."""
+        command_id = next(self._ids)
+        await self.ws.send_json({**message, "id": command_id})
+        return command_id
+
+    async def async_receive(self, command_id: int) -> dict[str, Any]:
+        """The next message about that command."""
+        while True:
+            message: dict[str, Any] = await self.ws.receive_json()
+            if message.get("id") == command_id:
+                return message
+
+    async def async_command(self, message: dict[str, Any]) -> Any:
+        """Send a command and return its result; RuntimeError when it failed."""
+        answer = await self.async_receive(await self.async_send(message))
+        if not answer.get("success"):
+            raise RuntimeError(f"websocket {message['type']}: {answer.get('error')}")
+        return answer.get("result")
+
+
+class PipelineAgent:
+    """An agent behind Assist pipelines, one per language, run as the frontend runs them.
+
+    Text in, the intent stage only (`assist_pipeline/run`): with "prefer handling
+    commands locally" on, Home Assistant's own sentences answer first, and the agent
+    only what they did not handle.
+    """
+
+    def __init__(
+        self, client: WebsocketClient, pipelines: Mapping[str, str], agent_id: str, model: str
+    ) -> None:
+        """`pipelines`: the pipeline id for each language."""
+        self.client = client
+        self.pipelines = dict(pipelines)
+        self.agent_id = agent_id
+        self.model = model
+
+    async def async_turn(self, say: str, language: str, conversation_id: str | None) -> Turn:
+        """One run of the pipeline; its intent-end event holds the reply and who answered."""
+        run_id = await self.client.async_send(
+            {
+                "type": "assist_pipeline/run",
+                "start_stage": "intent",
+                "end_stage": "intent",
+                "input": {"text": say},
+                "pipeline": self.pipelines[language],
+                "conversation_id": conversation_id,
+            }
+        )
+        try:
+            return await self._async_events(run_id, conversation_id)
+        except asyncio.CancelledError:
+            # The bench gave up (the case's timeout): the run stops too, instead of
+            # holding Home Assistant and acting later, on the next case's house.
+            await self.client.async_send({"type": "unsubscribe_events", "subscription": run_id})
+            raise
+
+    async def _async_events(self, run_id: int, conversation_id: str | None) -> Turn:
+        """The run's events until its end, as a Turn."""
+        turn = Turn("", conversation_id, "the pipeline ended without an answer")
+        while True:
+            message = await self.client.async_receive(run_id)
+            if message.get("type") == "result":
+                if not message.get("success"):
+                    return Turn("", conversation_id, f"pipeline: {message.get('error')}")
+                continue
+            event = message.get("event", {})
+            data = event.get("data") or {}
+            if event.get("type") == "intent-end":
+                output = data.get("intent_output", {})
+                speech = output.get("response", {}).get("speech", {})
+                turn = Turn(
+                    str(speech.get("plain", {}).get("speech", "")),
+                    output.get("conversation_id") or conversation_id,
+                    answered_by=LOCAL if data.get("processed_locally") else self.model,
+                )
+            elif event.get("type") == "error":
+                turn = Turn(
+                    turn.reply, turn.conversation_id, f"{data.get('code')}: {data.get('message')}"
+                )
+            elif event.get("type") == "run-end":
+                return turn
+
+
 # --- Running cases --------------------------------------------------------------------
 
 
@@ -593,6 +851,8 @@ class CaseResult:
     problems: list[str]
     seconds: float
     error: str | None = None
+    answered_by: tuple[str, ...] = ()  # per turn: LOCAL, NO_MODEL or a model ("" unknown)
+    done_without_change: bool = False  # a request failed, nothing changed, the reply says done
 
     @property
     def passed(self) -> bool:
@@ -604,11 +864,28 @@ def _report(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _show(result: CaseResult, agent: str | None, report: Callable[[str], None]) -> None:
+    """A case's reply, changes and problems on stderr; its PASS/FAIL row on stdout."""
+    report(f"  reply: {result.reply!r}")
+    report("  changes: " + ("; ".join(f"{k} {v}" for k, v in result.changes.items()) or "none"))
+    for problem in result.problems:
+        report(f"  FAIL: {problem}")
+    if result.done_without_change:
+        report("  done without change: the reply says it was done, nothing changed")
+    label = "" if agent is None else f"{agent:<18} "
+    print(
+        f"{'PASS' if result.passed else 'FAIL':<5} {result.case.language}  {label}"
+        f"{result.seconds:6.1f}s  {result.case.say}",
+        flush=True,
+    )
+
+
 class CommandsRunner:
     """Runs cases on a house that async_setup_house built.
 
     The agent is one Majordome entry, or with `entry=None` Home Assistant's built-in
-    agent (sentence matching, no model): the reference a suite is checked against.
+    agent (sentence matching, no model): the reference a suite is checked against; or
+    any `agent` given (`entry`: the Majordome entry whose memory is restored per case).
     """
 
     def __init__(
@@ -618,14 +895,20 @@ class CommandsRunner:
         devices: Sequence[Device],
         timeout_s: float = DEFAULT_TIMEOUT_S,
         refusals: Mapping[str, Sequence[str]] | None = None,
+        *,
+        agent: Agent | None = None,
     ) -> None:
         """Remember the house's initial states and the entry's memory as they are now."""
         self.hass = hass
         self.entry = entry
-        self.agent_id = conversation.HOME_ASSISTANT_AGENT if entry is None else entry.entry_id
+        if agent is None:
+            agent_id = conversation.HOME_ASSISTANT_AGENT if entry is None else entry.entry_id
+            agent = ConverseAgent(hass, agent_id, entry)
+        self.agent = agent
         self.devices = tuple(devices)
         self.timeout_s = timeout_s
         self.refusals = load_refusals() if refusals is None else refusals
+        self.claims = load_claims()
         self.reset = HouseReset(hass, devices)
         self.memory: Memory | None = None if entry is None else entry.runtime_data.memory.memory
 
@@ -638,17 +921,7 @@ class CommandsRunner:
             report(f"[{index}/{len(cases)}] {case.language} {case.say!r}")
             result = await self.async_run_case(case)
             results.append(result)
-            report(f"  reply: {result.reply!r}")
-            report(
-                "  changes: " + ("; ".join(f"{k} {v}" for k, v in result.changes.items()) or "none")
-            )
-            for problem in result.problems:
-                report(f"  FAIL: {problem}")
-            print(
-                f"{'PASS' if result.passed else 'FAIL':<5} {case.language}  "
-                f"{result.seconds:6.1f}s  {case.say}",
-                flush=True,
-            )
+            _show(result, None, report)
         return results
 
     async def async_warm_up(self, say: str = "Hello", timeout_s: float = WARMUP_TIMEOUT_S) -> None:
@@ -661,7 +934,7 @@ class CommandsRunner:
         try:
             async with asyncio.timeout(max(timeout_s, self.timeout_s)):
                 await conversation.async_converse(
-                    self.hass, say, None, Context(), language="en", agent_id=self.agent_id
+                    self.hass, say, None, Context(), language="en", agent_id=self.agent.agent_id
                 )
         except TimeoutError:
             _report(f"warm-up: no answer within {max(timeout_s, self.timeout_s):g} s")
@@ -682,12 +955,12 @@ class CommandsRunner:
         before = house_snapshot(self.hass, self.devices)
         moments = [dt_util.now()]
         started = time.monotonic()
-        reply, error, conversation_id = "", None, None
-        for turn in case.turns:
-            reply, error, conversation_id = await self._async_turn(
-                turn, case.language, conversation_id
-            )
-            if error:
+        turn = Turn("", None)
+        answered_by = []
+        for say in case.turns:
+            turn = await self._async_turn(say, case.language, turn.conversation_id)
+            answered_by.append(turn.answered_by)
+            if turn.error:
                 break
         seconds = time.monotonic() - started
         await self.hass.async_block_till_done()
@@ -695,28 +968,55 @@ class CommandsRunner:
         after = house_snapshot(self.hass, self.devices)
         problems = judge(
             case, self.devices, before, after,
-            reply=reply, moments=moments, error=error, refusals=self.refusals,
+            reply=turn.reply, moments=moments, error=turn.error, refusals=self.refusals,
         )  # fmt: skip
-        return CaseResult(case, reply, changes(before, after), problems, seconds, error)
+        changed = changes(before, after)
+        unfounded = (
+            bool(problems)
+            and case.expect_states is not None
+            and not changed
+            and claims_done(turn.reply, self.claims[case.language])
+            and not says_any(turn.reply, self.refusals[case.language])
+        )
+        return CaseResult(
+            case, turn.reply, changed, problems, seconds, turn.error, tuple(answered_by), unfounded
+        )
 
-    async def _async_turn(
-        self, say: str, language: str, conversation_id: str | None
-    ) -> tuple[str, str | None, str | None]:
-        """One turn: the reply, why it failed (None when it did not), the conversation."""
-        if self.entry is not None:
-            self.entry.runtime_data.last_turn = None
+    async def _async_turn(self, say: str, language: str, conversation_id: str | None) -> Turn:
+        """One turn within the case's timeout."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                result = await conversation.async_converse(
-                    self.hass, say, conversation_id, Context(),
-                    language=language, agent_id=self.agent_id,
-                )  # fmt: skip
+                return await self.agent.async_turn(say, language, conversation_id)
         except TimeoutError:
-            return "", f"no answer within {self.timeout_s:g} s", conversation_id
-        reply = str(result.response.speech.get("plain", {}).get("speech", ""))
-        trace = None if self.entry is None else self.entry.runtime_data.last_turn
-        error = trace.error if trace is not None else None
-        return reply, error, result.conversation_id or conversation_id
+            return Turn("", conversation_id, f"no answer within {self.timeout_s:g} s")
+
+
+async def async_run_side_by_side(
+    runners: Mapping[str, CommandsRunner],
+    cases: Sequence[Case],
+    report: Callable[[str], None] = _report,
+    *,
+    by_agent: bool = False,
+) -> dict[str, list[CaseResult]]:
+    """Every case on every agent, the house reset before each: results per agent.
+
+    Case by case (each case on each agent in turn), or with `by_agent` agent by agent
+    (every case on one agent, then the next): a server with one slot then keeps each
+    agent's prompt in its cache, as a household's one agent would.
+    """
+    results: dict[str, list[CaseResult]] = {name: [] for name in runners}
+    numbered = list(enumerate(cases, start=1))
+    order = (
+        [(name, item) for name in runners for item in numbered]
+        if by_agent
+        else [(name, item) for item in numbered for name in runners]
+    )
+    for name, (index, case) in order:
+        report(f"[{index}/{len(cases)}] {name} {case.language} {case.say!r}")
+        result = await runners[name].async_run_case(case)
+        results[name].append(result)
+        _show(result, name, report)
+    return results
 
 
 def _tally(results: Sequence[CaseResult]) -> dict[str, Any]:
@@ -751,7 +1051,78 @@ def summary(results: Sequence[CaseResult], agent: str = "majordome") -> dict[str
         **_tally(results),
         "categories": categories,
         "languages": languages,
+        "done_without_change": sum(r.done_without_change for r in results),
+        "answered_by": answered_by(results),
     }
+
+
+def answered_by(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
+    """Who answered the turns: LOCAL, NO_MODEL or each model, with its share of the turns."""
+    counts = Counter(who for r in results for who in r.answered_by if who)
+    total = sum(counts.values())
+    return {
+        who: {"turns": turns, "share": round(turns / total, 3)}
+        for who, turns in counts.most_common()
+    }
+
+
+def side_by_side_summary(
+    results: Mapping[str, Sequence[CaseResult]], unavailable: Mapping[str, str], model: str | None
+) -> dict[str, Any]:
+    """The JSON object of the last line of a side-by-side run: each agent's summary."""
+    agents: dict[str, Any] = {}
+    for name in AGENT_NAMES:
+        if name in results:
+            agents[name] = {k: v for k, v in summary(results[name], name).items() if k != "bench"}
+        elif name in unavailable:
+            agents[name] = {"agent": name, "unavailable": unavailable[name]}
+    return {"bench": "commands", "agents": agents, "model": model}
+
+
+def print_side_by_side(
+    results: Mapping[str, Sequence[CaseResult]], unavailable: Mapping[str, str]
+) -> None:
+    """The side-by-side table on stdout: success and the median seconds per case.
+
+    A row per category and language, a column per agent; then who answered, and the
+    replies that say done while nothing changed.
+    """
+    names = [name for name in AGENT_NAMES if name in results]
+    reports = {name: summary(results[name], name) for name in names}
+    print(f"{'':<17}" + "".join(f" {name:>19}" for name in names))
+
+    def cell(tally: Mapping[str, Any] | None) -> str:
+        if not tally:
+            return "-"
+        median = tally.get("median_s")
+        timing = "" if median is None else f" {median:7.3f}s"
+        return f"{tally['passed']}/{tally['total']}{timing}"
+
+    for category in CATEGORIES:
+        if any(category in reports[name]["categories"] for name in names):
+            print(
+                f"{category:<17}"
+                + "".join(f" {cell(reports[n]['categories'].get(category)):>19}" for n in names)
+            )
+    for language in LANGUAGES:
+        if any(language in reports[name]["languages"] for name in names):
+            print(
+                f"{'all ' + language:<17}"
+                + "".join(f" {cell(reports[n]['languages'].get(language)):>19}" for n in names)
+            )
+    print(f"{'all':<17}" + "".join(f" {cell(reports[n]):>19}" for n in names))
+    print(
+        f"{'done w/o change':<17}"
+        + "".join(f" {reports[n]['done_without_change']:>19}" for n in names)
+    )
+    for name in names:
+        shares = ", ".join(
+            f"{who} {100 * share['share']:.0f}%"
+            for who, share in reports[name]["answered_by"].items()
+        )
+        print(f"answered by ({name}): {shares or '-'}")
+    for name, reason in unavailable.items():
+        print(f"{name}: unavailable: {reason}")
 
 
 def print_table(results: Sequence[CaseResult]) -> None:
@@ -789,6 +1160,211 @@ async def async_first_model(url: str, api_key: str | None) -> str:
     return models[0]
 
 
+def _majordome_options(timeout_s: float, local_intents: bool) -> dict[str, Any]:
+    """A Majordome agent's options on the bench."""
+    return {
+        CONF_TEMPERATURE: 0.0,
+        CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
+        CONF_MEMORY_EVERY: 0,  # no background summaries between cases
+        CONF_LOCAL_INTENTS: local_intents,
+    }
+
+
+def llama_cpp_missing() -> str | None:
+    """Why Home Assistant's llama_cpp agent cannot run here; None when it can."""
+    if importlib.util.find_spec("homeassistant.components.llama_cpp") is None:
+        return f"Home Assistant {HA_VERSION} has no llama_cpp integration (core from 2026.8)"
+    return None
+
+
+async def async_setup_llama_cpp(
+    hass: HomeAssistant, url: str, model: str, api_key: str | None
+) -> str:
+    """Home Assistant's own LLM agent for OpenAI-compatible servers, through its flows.
+
+    Its config flow makes the server and a conversation agent on `model` with the
+    Assist API; its agent's reconfigure flow then sets temperature 0, as Majordome's on
+    the bench (its other settings stay as recommended). Returns the agent's entity id.
+    """
+    flows = hass.config_entries.flow
+    result = await flows.async_init(LLAMA_CPP, context={"source": SOURCE_USER})
+    server = {"base_url": url, **({CONF_API_KEY: api_key} if api_key else {})}
+    result = await flows.async_configure(result["flow_id"], server)
+    if result["type"] is not FlowResultType.FORM or result["step_id"] != "model":
+        raise RuntimeError(f"llama_cpp config flow: server step failed: {result.get('errors')}")
+    result = await flows.async_configure(result["flow_id"], {"chat_model": model})
+    if result["type"] is not FlowResultType.CREATE_ENTRY:
+        raise RuntimeError(f"llama_cpp config flow: model step failed: {result.get('errors')}")
+    entry_id = result["result"].entry_id
+    await hass.async_block_till_done()
+    entry = hass.config_entries.async_get_entry(entry_id)
+    assert entry is not None
+    [agent] = entry.subentries.values()
+    flow = await hass.config_entries.subentries.async_init(
+        (entry_id, agent.subentry_type),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent.subentry_id},
+    )
+    # The form the user sees holds the default instructions; the sampling settings
+    # show once "recommended" is off (the same form again, before 2026.11).
+    wanted = {
+        "prompt": llm.DEFAULT_INSTRUCTIONS_PROMPT,
+        **agent.data,
+        "recommended": False,
+        "temperature": 0.0,
+    }
+    done = flow
+    for _ in range(2):
+        schema = done.get("data_schema")
+        if schema is None:
+            raise RuntimeError(f"llama_cpp agent flow: no form: {done}")
+        fields = {str(getattr(key, "schema", key)) for key in schema.schema}
+        done = await hass.config_entries.subentries.async_configure(
+            flow["flow_id"], {key: value for key, value in wanted.items() if key in fields}
+        )
+        if done["type"] is not FlowResultType.FORM:
+            break
+    if done.get("reason") != "reconfigure_successful":
+        raise RuntimeError(f"llama_cpp agent flow failed: {done}")
+    await hass.async_block_till_done()  # the update listener reloads the entry
+    return _entity_of(hass, LLAMA_CPP, agent.subentry_id)
+
+
+def _entity_of(hass: HomeAssistant, platform: str, subentry_id: str) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(conversation.DOMAIN, platform, subentry_id)
+    if entity_id is None:
+        raise RuntimeError(f"{platform}: no conversation entity for its agent")
+    return entity_id
+
+
+async def async_create_pipelines(
+    client: WebsocketClient, agent_id: str, name: str
+) -> dict[str, str]:
+    """An Assist pipeline per language on the agent, preferring local commands: ids."""
+    pipelines = {}
+    for language in LANGUAGES:
+        created = await client.async_command(
+            {
+                "type": "assist_pipeline/pipeline/create",
+                "name": f"{name} ({language})",
+                "language": language,
+                "conversation_engine": agent_id,
+                "conversation_language": language,
+                "prefer_local_intents": True,
+                **dict.fromkeys(
+                    (
+                        "stt_engine",
+                        "stt_language",
+                        "tts_engine",
+                        "tts_language",
+                        "tts_voice",
+                        "wake_word_entity",
+                        "wake_word_id",
+                    )
+                ),
+            }
+        )
+        pipelines[language] = str(created["id"])
+    return pipelines
+
+
+async def async_setup_agents(
+    hass: HomeAssistant,
+    devices: Sequence[Device],
+    names: Sequence[str],
+    *,
+    url: str | None,
+    model: str | None,
+    api_key: str | None,
+    timeout_s: float,
+    client: WebsocketClient | None,
+) -> tuple[dict[str, CommandsRunner], dict[str, str]]:
+    """Set up the named agents on one server and model: their runners, why others cannot.
+
+    majordome: Majordome with every stage; majordome-nolocal: the same without the local
+    stage (a second agent of the same entry); builtin: Home Assistant's agent alone;
+    llama_cpp: Home Assistant's LLM agent behind pipelines that prefer local commands
+    (`client`: the websocket they run on).
+    """
+    if not await async_setup_component(hass, "conversation", {}):
+        raise RuntimeError("Home Assistant failed to set up conversation")
+    agents: dict[str, tuple[Agent, MajordomeConfigEntry | None]] = {}
+    unavailable: dict[str, str] = {}
+    if LLAMA_CPP in names and (reason := llama_cpp_missing()) is not None:
+        unavailable[LLAMA_CPP] = reason
+    if (MODEL_AGENTS.intersection(names) - set(unavailable)) and (url is None or model is None):
+        raise ValueError("the model agents need a server URL and a model")
+    majordomes = [name for name in names if name in ("majordome", "majordome-nolocal")]
+    if majordomes:
+        assert url is not None
+        assert model is not None
+        first, *others = majordomes
+        entry = await async_create_entry(
+            hass, url, model, _majordome_options(timeout_s, first == "majordome"), api_key
+        )
+        agents[first] = (ConverseAgent(hass, entry.entry_id, entry, model), entry)
+        for name in others:
+            subentry_id = await async_add_agent(
+                hass, entry.entry_id, name, _majordome_options(timeout_s, name == "majordome")
+            )
+            agent_id = _entity_of(hass, DOMAIN, subentry_id)
+            agents[name] = (ConverseAgent(hass, agent_id, entry, model), entry)
+    if "builtin" in names:
+        agents["builtin"] = (ConverseAgent(hass, conversation.HOME_ASSISTANT_AGENT), None)
+    if LLAMA_CPP in names and LLAMA_CPP not in unavailable:
+        assert url is not None
+        assert model is not None
+        if client is None:
+            raise ValueError("llama_cpp runs through pipelines: it needs a websocket")
+        if not await async_setup_component(hass, "assist_pipeline", {}):
+            raise RuntimeError("Home Assistant failed to set up assist_pipeline")
+        agent_id = await async_setup_llama_cpp(hass, url, model, api_key)
+        pipelines = await async_create_pipelines(client, agent_id, "llama.cpp")
+        agents[LLAMA_CPP] = (PipelineAgent(client, pipelines, agent_id, model), None)
+    runners = {
+        name: CommandsRunner(hass, entry, devices, timeout_s, agent=agent)
+        for name in names
+        if name in agents
+        for agent, entry in [agents[name]]
+    }
+    return runners, unavailable
+
+
+async def async_side_by_side(
+    cases: Sequence[Case],
+    config_dir: Path,
+    names: Sequence[str],
+    *,
+    url: str | None,
+    model: str | None,
+    api_key: str | None,
+    timeout_s: float,
+    by_agent: bool = False,
+) -> dict[str, Any]:
+    """Start Home Assistant with the demo house and the agents, run every case on each."""
+    async with running_home_assistant(config_dir) as hass, AsyncExitStack() as stack:
+        house = await async_setup_house(hass, HOUSE)
+        _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
+        client = None
+        if LLAMA_CPP in names and llama_cpp_missing() is None:
+            if not await async_setup_component(hass, "websocket_api", {}):
+                raise RuntimeError("Home Assistant failed to set up websocket_api")
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            client = await stack.enter_async_context(WebsocketClient.async_connect(hass, session))
+        runners, unavailable = await async_setup_agents(
+            hass, house.devices, names,
+            url=url, model=model, api_key=api_key, timeout_s=timeout_s, client=client,
+        )  # fmt: skip
+        for name, reason in unavailable.items():
+            _report(f"{name}: unavailable: {reason}")
+        for name, runner in runners.items():
+            if name in MODEL_AGENTS:
+                _report(f"warm-up: {name}")
+                await runner.async_warm_up()
+        results = await async_run_side_by_side(runners, cases, by_agent=by_agent)
+    print_side_by_side(results, unavailable)
+    return side_by_side_summary(results, unavailable, model)
+
+
 async def async_commands(
     cases: Sequence[Case],
     config_dir: Path,
@@ -807,18 +1383,9 @@ async def async_commands(
         _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
         entry = None
         if url is not None and model is not None:
-            entry = await async_create_entry(
-                hass,
-                url,
-                model,
-                {
-                    CONF_TEMPERATURE: 0.0,
-                    CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
-                    CONF_MEMORY_EVERY: 0,  # no background summaries between cases
-                    CONF_LOCAL_INTENTS: False,  # the model's score, as published
-                },
-                api_key=api_key,
-            )
+            # The model's score, as published: without the local stage.
+            options = _majordome_options(timeout_s, local_intents=False)
+            entry = await async_create_entry(hass, url, model, options, api_key=api_key)
         elif not await async_setup_component(hass, "conversation", {}):
             raise RuntimeError("Home Assistant failed to set up conversation")
         runner = CommandsRunner(hass, entry, house.devices, timeout_s)
@@ -833,6 +1400,20 @@ async def async_commands(
     failed = [r.case.number for r in results if not r.passed]
     print(f"failed cases (by number in the suite): {failed or 'none'}")
     return summary(results, "majordome" if entry is not None else "builtin")
+
+
+def _agent_list(text: str) -> tuple[str, ...]:
+    """--agents: names separated by commas (in the table's order), or all."""
+    if text.strip() == "all":
+        return AGENT_NAMES
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if unknown := sorted(names - set(AGENT_NAMES)):
+        raise argparse.ArgumentTypeError(
+            f"unknown agent(s) {', '.join(unknown)}: choose among {', '.join(AGENT_NAMES)}, or all"
+        )
+    if not names:
+        raise argparse.ArgumentTypeError("no agent")
+    return tuple(name for name in AGENT_NAMES if name in names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -861,6 +1442,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="majordome (default), or builtin: Home Assistant's own agent, no model (a"
         " suite's reference)",
     )
+    parser.add_argument(
+        "--agents",
+        type=_agent_list,
+        help="side by side in one run, each case on each: a comma-separated list of"
+        f" {', '.join(AGENT_NAMES)}, or all",
+    )
+    parser.add_argument(
+        "--order",
+        choices=("case", "agent"),
+        default="case",
+        help="with --agents: each case on each agent in turn (default), or every case on one"
+        " agent, then the next (a one-slot server keeps each agent's prompt cached)",
+    )
     parser.add_argument("--url", help="an OpenAI-compatible server instead of the embedded model")
     parser.add_argument("--model", help="with --url: the model (default: the first listed)")
     parser.add_argument(
@@ -877,8 +1471,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout must be > 0")
     if args.model and not args.url:
         parser.error("--model needs --url (the embedded server has one model)")
-    if args.agent == "builtin" and args.url:
-        parser.error("--url is for --agent majordome (the built-in agent uses no model)")
+    if args.agents and args.agent != "majordome":
+        parser.error("--agents or --agent, not both")
+    if args.order != "case" and not args.agents:
+        parser.error("--order is for --agents")
+    names = args.agents or (args.agent,)
+    # llama_cpp, where the release has none, is only reported: it needs no server.
+    missing = {LLAMA_CPP} if llama_cpp_missing() is not None else set()
+    uses_model = bool(MODEL_AGENTS.intersection(names) - missing)
+    if args.url and not uses_model:
+        parser.error("--url is for the agents with a model (the built-in agent uses no model)")
     try:
         cases = load_suite(args.suite)
     except SuiteError as err:
@@ -897,6 +1499,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
 
     def run(url: str | None, model: str | None, api_key: str | None) -> dict[str, Any]:
+        if args.agents:
+            return run_in_temp_dir(
+                "commands",
+                lambda tmp: async_side_by_side(
+                    cases,
+                    tmp,
+                    args.agents,
+                    url=url,
+                    model=model,
+                    api_key=api_key,
+                    timeout_s=args.timeout,
+                    by_agent=args.order == "agent",
+                ),
+            )
         return run_in_temp_dir(
             "commands",
             lambda tmp: async_commands(
@@ -904,8 +1520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
 
-    if args.agent == "builtin":
-        _report("agent: Home Assistant's built-in agent")
+    if not uses_model:
+        _report("no model: Home Assistant's built-in agent")
         result = run(None, None, None)
     elif args.url:
         model = args.model or asyncio.run(async_first_model(args.url, args.api_key))

@@ -20,7 +20,7 @@ from typing import Any
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import DOMAIN, HOUSEHOLD_OPTIONS, SUBENTRY_AGENT
 from custom_components.majordome.models import MajordomeConfigEntry, default_agent
-from homeassistant.config_entries import SOURCE_RECONFIGURE
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
 from homeassistant.const import (
     CONF_API_KEY,
     CONF_MODEL,
@@ -115,6 +115,43 @@ async def async_configure_agent(
     if done.get("reason") != "reconfigure_successful":
         raise RuntimeError(f"agent flow failed: {done}")
     await hass.async_block_till_done()  # the update listener reloads the entry
+
+
+async def async_add_agent(
+    hass: HomeAssistant, entry_id: str, name: str, changes: dict[str, Any]
+) -> str:
+    """Add an agent to the entry through its agent flow, on the first agent's model.
+
+    Returns the new agent's subentry id.
+    """
+    entry = hass.config_entries.async_get_entry(entry_id)
+    first = default_agent(entry) if entry is not None else None
+    if entry is None or first is None:
+        raise RuntimeError("the Majordome entry has no agent")
+    before = set(entry.subentries)
+    flow = await hass.config_entries.subentries.async_init(
+        (entry_id, SUBENTRY_AGENT), context={"source": SOURCE_USER}
+    )
+    flow = await hass.config_entries.subentries.async_configure(
+        flow["flow_id"], {CONF_MODEL: first.data[CONF_MODEL]}
+    )
+    if flow["type"] is not FlowResultType.FORM or flow["step_id"] != "agent":
+        raise RuntimeError(f"agent flow: model step failed: {flow}")
+    done = await hass.config_entries.subentries.async_configure(
+        flow["flow_id"], {CONF_NAME: name, **DEFAULT_OPTIONS, **changes}
+    )
+    if done["type"] is not FlowResultType.CREATE_ENTRY:
+        raise RuntimeError(f"agent flow failed: {done}")
+    await hass.async_block_till_done()  # the update listener reloads the entry
+    [added] = set(entry.subentries) - before
+    return added
+
+
+async def async_access_token(hass: HomeAssistant) -> str:
+    """An access token of an admin user, as a websocket client would have."""
+    user = await hass.auth.async_create_user("Bench", group_ids=["system-admin"])
+    refresh = await hass.auth.async_create_refresh_token(user, "https://bench.majordome.invalid/")
+    return hass.auth.async_create_access_token(refresh)
 
 
 def wait_for_other_llm_servers(timeout_s: float = 600, poll_s: float = 30) -> None:

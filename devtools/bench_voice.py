@@ -133,6 +133,7 @@ from custom_components.majordome.const import (
 from custom_components.majordome.memory import Onboarding
 from custom_components.majordome.models import MajordomeConfigEntry
 from devtools.bench_common import (
+    async_access_token,
     async_create_entry,
     percentile,
     print_summary,
@@ -454,13 +455,6 @@ async def async_setup_stack(hass: HomeAssistant, servers: Servers) -> tuple[str,
     # running_home_assistant serves HTTP on 127.0.0.1, on a free port.
     port = hass.http.server_port
     return str(port), entity_of(hass, stt_entry, "stt"), entity_of(hass, tts_entry, "tts")
-
-
-async def async_access_token(hass: HomeAssistant) -> str:
-    """An access token of an admin user, as a websocket client would have."""
-    user = await hass.auth.async_create_user("Voice bench", group_ids=["system-admin"])
-    refresh = await hass.auth.async_create_refresh_token(user, "https://bench.majordome.invalid/")
-    return hass.auth.async_create_access_token(refresh)
 
 
 async def async_light_off(hass: HomeAssistant) -> None:

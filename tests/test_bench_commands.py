@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 import sys
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_LOCAL_INTENTS
@@ -27,10 +29,16 @@ from devtools.bench_commands import (
     CommandsRunner,
     HouseReset,
     SuiteError,
+    WebsocketClient,
+    async_run_side_by_side,
+    async_setup_agents,
     judge,
+    llama_cpp_missing,
     load_refusals,
     load_suite,
     placeholder_values,
+    print_side_by_side,
+    side_by_side_summary,
     summary,
 )
 from devtools.hass_runner import REPO_ROOT
@@ -40,6 +48,8 @@ from homeassistant.const import __version__ as HA_VERSION
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
+
+from .helpers import MODEL, user_messages
 
 DEMO_AREAS, DEMO_DEVICES = house_devices("demo")
 BY_ID = {dev.entity_id: dev for dev in DEMO_DEVICES}
@@ -593,3 +603,294 @@ async def test_runner_on_the_built_in_agent(hass: HomeAssistant, tmp_path: Path)
 
     assert [r.problems for r in results] == [[], []]
     assert summary(results, "builtin")["agent"] == "builtin"
+
+
+# --- The competition, side by side ----------------------------------------------------
+
+
+async def test_side_by_side_runs_every_case_on_every_agent(
+    hass: HomeAssistant,
+    scripted: ScriptedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--agents majordome,majordome-nolocal,builtin`: one house, one model, one run.
+
+    Each case runs on each agent in turn, the house reset in between: Majordome's local
+    stage handles the plain command without the model, the agent without it asks the
+    model; the built-in agent understands no paraphrase. A reply that says "Done." while
+    nothing changed is counted.
+    """
+    assert await async_setup_component(hass, "homeassistant", {})
+    house = await async_setup_house(hass, "demo")
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Turn on the kitchen light\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n"
+            "- say: Could the kitchen get some light, please\n  language: en\n"
+            "  category: paraphrase\n  expect_states: {light.kitchen_light: 'on'}\n",
+        )
+    )
+    runners, unavailable = await async_setup_agents(
+        hass, house.devices, ("majordome", "majordome-nolocal", "builtin"),
+        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=None,
+    )  # fmt: skip
+    assert unavailable == {}
+    scripted.add(
+        # case 1: majordome (Home Assistant's sentences, no request), then without them:
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("Done."),
+        # case 2: majordome's model does nothing and says it did; the other one does it.
+        text("Done."),
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("The kitchen light is on."),
+    )
+
+    results = await async_run_side_by_side(runners, cases)
+    print_side_by_side(results, unavailable)
+    report = side_by_side_summary(results, unavailable, MODEL)
+
+    assert not scripted.replies
+    assert len(scripted.chat_requests) == 5
+    assert list(results) == ["majordome", "majordome-nolocal", "builtin"]
+    agents = report["agents"]
+    assert {name: (a["passed"], a["total"]) for name, a in agents.items()} == {
+        "majordome": (1, 2),
+        "majordome-nolocal": (2, 2),
+        "builtin": (1, 2),
+    }
+    assert {name: a["done_without_change"] for name, a in agents.items()} == {
+        "majordome": 1,
+        "majordome-nolocal": 0,
+        "builtin": 0,
+    }
+    assert agents["majordome"]["answered_by"] == {
+        "local": {"turns": 1, "share": 0.5},
+        MODEL: {"turns": 1, "share": 0.5},
+    }
+    assert agents["majordome-nolocal"]["answered_by"] == {MODEL: {"turns": 2, "share": 1.0}}
+    assert agents["builtin"]["answered_by"] == {"local": {"turns": 2, "share": 1.0}}
+    assert agents["builtin"]["categories"]["paraphrase"]["passed"] == 0
+    assert (report["bench"], report["model"]) == ("commands", MODEL)
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    header = next(line for line in out.splitlines() if line.startswith(" "))
+    assert header.split() == ["majordome", "majordome-nolocal", "builtin"]
+    assert rows["command"][0::2] == ["1/1", "1/1", "1/1"]
+    assert rows["paraphrase"][0::2] == ["0/1", "1/1", "0/1"]
+    assert "done w/o change" in out
+    assert f"answered by (majordome): local 50%, {MODEL} 50%" in out
+    assert "PASS  en  majordome-nolocal" in out
+
+
+@pytest.mark.skipif(llama_cpp_missing() is None, reason="this release has the llama_cpp agent")
+async def test_side_by_side_reports_llama_cpp_unavailable_where_it_is_missing(
+    hass: HomeAssistant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Home Assistant 2025.4 has no llama_cpp: reported as unavailable, with the reason."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    house = await async_setup_house(hass, "demo")
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Turn on the kitchen light\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n",
+        )
+    )
+    runners, unavailable = await async_setup_agents(
+        hass, house.devices, ("builtin", "llama_cpp"),
+        url="http://127.0.0.1:9/v1", model=MODEL, api_key=None, timeout_s=10, client=None,
+    )  # fmt: skip
+
+    results = await async_run_side_by_side(runners, cases)
+    print_side_by_side(results, unavailable)
+    report = side_by_side_summary(results, unavailable, MODEL)
+
+    reason = f"Home Assistant {HA_VERSION} has no llama_cpp integration (core from 2026.8)"
+    assert report["agents"]["llama_cpp"] == {"agent": "llama_cpp", "unavailable": reason}
+    assert report["agents"]["builtin"]["passed"] == 1
+    assert f"llama_cpp: unavailable: {reason}" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(llama_cpp_missing() is not None, reason="no llama_cpp in this release")
+async def test_llama_cpp_runs_behind_a_pipeline_that_prefers_local_commands(
+    hass: HomeAssistant,
+    scripted: ScriptedServer,
+    hass_ws_client: WebSocketGenerator,
+    tmp_path: Path,
+) -> None:
+    """Home Assistant's own LLM agent, as users reach it: a pipeline whose agent it is,
+    with "prefer handling commands locally" on. A command Home Assistant's sentences
+    handle costs no model request; a question goes to the model."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    with patch("homeassistant.components.tts._init_tts_cache_dir", return_value=str(tmp_path)):
+        assert await async_setup_component(hass, "assist_pipeline", {})
+        await hass.async_block_till_done()
+    house = await async_setup_house(hass, "demo")
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Turn on the kitchen light\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n"
+            "- say: Is it cold in the bedroom?\n  language: en\n"
+            "  expect_in_answer: ['18.5']\n",
+        )
+    )
+    # Its flows check the model (with and without streaming, and when options change).
+    scripted.responder = lambda body: text("Paris.")
+    client = WebsocketClient(await hass_ws_client(hass))
+    runners, unavailable = await async_setup_agents(
+        hass, house.devices, ("llama_cpp",),
+        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=client,
+    )  # fmt: skip
+    assert unavailable == {}
+    scripted.responder = None
+    setup_requests = len(scripted.chat_requests)
+    runner = runners["llama_cpp"]
+
+    handled = await runner.async_run_case(cases[0])
+    assert len(scripted.chat_requests) == setup_requests  # no model request
+    scripted.add(text("It is 18.5 °C in the bedroom."))
+    asked = await runner.async_run_case(cases[1])
+
+    assert handled.problems == []
+    assert handled.answered_by == ("local",)
+    assert asked.problems == []
+    assert asked.answered_by == (MODEL,)
+    [request] = scripted.chat_requests[setup_requests:]
+    assert request["model"] == MODEL
+    assert request["temperature"] == 0.0
+    assert any(tool["function"]["name"].endswith("HassTurnOn") for tool in request["tools"])
+    assert user_messages(request)[-1] == "Is it cold in the bedroom?"
+
+
+async def test_command_line_runs_all_agents_side_by_side(
+    socket_enabled: None, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """`scripts/bench commands --agents all --url`: a real Home Assistant in a child process.
+
+    The model says "Done." to everything: Majordome without its local stage does nothing
+    and says so (a done without change); Home Assistant's sentences handle the command
+    for the others, llama_cpp's through its pipeline (where the release has it).
+    """
+    suite = _suite(
+        tmp_path,
+        "- say: Turn on the kitchen light\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n",
+    )
+    scripted.responder = lambda body: text("Done.")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devtools.bench", "commands", "--agents", "all",
+        "--url", scripted.url, "--suite", str(suite), "--timeout", "30",
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    report = json.loads(lines[-1])
+    assert (report["bench"], report["model"], report["ha_version"]) == (
+        "commands",
+        MODEL,
+        HA_VERSION,
+    )
+    agents = report["agents"]
+    assert list(agents) == ["majordome", "majordome-nolocal", "builtin", "llama_cpp"]
+    passed = {name: a.get("passed") for name, a in agents.items()}
+    unfounded = {name: a.get("done_without_change") for name, a in agents.items()}
+    if (reason := llama_cpp_missing()) is None:
+        assert passed == {"majordome": 1, "majordome-nolocal": 0, "builtin": 1, "llama_cpp": 1}
+        assert agents["llama_cpp"]["answered_by"] == {"local": {"turns": 1, "share": 1.0}}
+    else:
+        assert passed == {"majordome": 1, "majordome-nolocal": 0, "builtin": 1, "llama_cpp": None}
+        assert agents["llama_cpp"]["unavailable"] == reason
+    assert unfounded["majordome-nolocal"] == 1
+    assert agents["majordome"]["answered_by"] == {"local": {"turns": 1, "share": 1.0}}
+    assert "warm-up turn (not counted)" in err.decode()
+    assert any(line.startswith("done w/o change") for line in lines)
+
+
+@pytest.mark.skipif(llama_cpp_missing() is not None, reason="no llama_cpp in this release")
+async def test_a_pipeline_run_the_bench_gave_up_on_stops(
+    hass: HomeAssistant,
+    scripted: ScriptedServer,
+    hass_ws_client: WebSocketGenerator,
+    tmp_path: Path,
+) -> None:
+    """Past the case's timeout the pipeline's run is stopped: the case ends then, and the
+    run does not act later, on the house of the next case."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    with patch("homeassistant.components.tts._init_tts_cache_dir", return_value=str(tmp_path)):
+        assert await async_setup_component(hass, "assist_pipeline", {})
+        await hass.async_block_till_done()
+    house = await async_setup_house(hass, "demo")
+    [case] = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Could the kitchen get some light, please\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n",
+        )
+    )
+    scripted.responder = lambda body: text("Paris.")
+    client = WebsocketClient(await hass_ws_client(hass))
+    runners, _ = await async_setup_agents(
+        hass, house.devices, ("llama_cpp",),
+        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=client,
+    )  # fmt: skip
+    scripted.responder = None
+    runner = runners["llama_cpp"]
+    runner.timeout_s = 0.5
+    released = asyncio.Event()
+    late = tool_calls(("HassTurnOn", {"name": "Kitchen Light"}))
+    late.hold = released
+    scripted.add(late, text("Done."))
+    requests = len(scripted.chat_requests)
+
+    async with asyncio.timeout(60):  # not the minutes the held run would last
+        result = await runner.async_run_case(case)
+    released.set()
+
+    assert result.error == "no answer within 0.5 s"
+    assert scripted.chat_requests[requests:][0]["messages"][-1]["content"] == case.say
+    await hass.async_block_till_done()
+    assert hass.states.is_state("light.kitchen_light", "off")
+
+
+async def test_side_by_side_agent_by_agent(
+    hass: HomeAssistant,
+    scripted: ScriptedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--order agent`: every case on one agent, then the next (a one-slot server keeps
+    each agent's prompt cached); the house is reset before each case all the same."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    house = await async_setup_house(hass, "demo")
+    cases = load_suite(
+        _suite(
+            tmp_path,
+            "- say: Turn on the kitchen light\n  language: en\n"
+            "  expect_states: {light.kitchen_light: 'on'}\n"
+            "- say: Allume la lampe de la chambre\n  language: fr\n"
+            "  expect_states: {light.bedroom_lamp: 'on'}\n",
+        )
+    )
+    runners, _ = await async_setup_agents(
+        hass, house.devices, ("majordome-nolocal", "builtin"),
+        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=None,
+    )  # fmt: skip
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("Done."),
+        tool_calls(("HassTurnOn", {"name": "Bedroom Lamp"})),
+        text("C'est fait."),
+    )
+
+    results = await async_run_side_by_side(runners, cases, by_agent=True)
+
+    assert [[r.passed for r in mine] for mine in results.values()] == [[True, True], [True, True]]
+    rows = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+    assert rows == ["majordome-nolocal", "majordome-nolocal", "builtin", "builtin"]
