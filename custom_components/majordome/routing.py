@@ -121,8 +121,9 @@ def house_names(hass: HomeAssistant) -> list[list[str]]:
             continue
         names.add(state.name)
         if (entity := registry.async_get(state.entity_id)) is not None:
-            names.update(name for name in (entity.name, entity.original_name) if name)
-            names.update(entity.aliases)
+            # Not always strings: 2026.x has a sentinel for a name computed elsewhere.
+            given = (entity.name, entity.original_name, *entity.aliases)
+            names.update(name for name in given if isinstance(name, str) and name)
     for area in ar.async_get(hass).async_list_areas():
         names.add(area.name)
         names.update(area.aliases)
