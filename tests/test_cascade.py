@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 import json
 import logging
+import subprocess
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from custom_components.majordome.const import (
     SUBENTRY_AGENT,
 )
 from devtools.house import async_setup_house
+from devtools.llm import SETUP_SCRIPT, LocalLlmServer, ensure_llm
 from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
 from homeassistant.config_entries import SOURCE_RECONFIGURE
 from homeassistant.const import CONF_MODEL, CONF_NAME
@@ -357,3 +359,18 @@ async def test_house_names_are_the_exposed_ones(hass: HomeAssistant, house: None
     assert routing.words("Kitchen Light") in names
     assert routing.words("Cuisine") in names  # an area's alias
     assert routing.words("Garage Light") not in names  # not exposed
+
+
+# --- Two embedded models: 0.5b fast, 1.5b main -----------------------------------------
+
+
+def test_setup_llm_names_its_models() -> None:
+    """An unknown model name is refused before anything is installed."""
+    with pytest.raises(ValueError, match=r"known: 0\.5b, 1\.5b"):
+        ensure_llm("3b")
+    done = subprocess.run(
+        [str(SETUP_SCRIPT), "3b"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 1
+    assert "unknown model '3b' (known: 0.5b, 1.5b)" in done.stderr
+    assert LocalLlmServer(model_name="1.5b").model_name == "1.5b"
