@@ -29,6 +29,7 @@ from custom_components.majordome.const import (
 )
 from devtools.house import async_setup_house
 from devtools.llm import SETUP_SCRIPT, LocalLlmServer, ensure_llm
+from devtools.route_suite import demo_house_names
 from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
 from homeassistant.config_entries import SOURCE_RECONFIGURE
 from homeassistant.const import CONF_MODEL, CONF_NAME
@@ -331,7 +332,7 @@ async def test_agent_form_takes_the_fast_model_and_its_server(
 
 # --- The rule itself -------------------------------------------------------------------
 
-NAMES = [routing.words(name) for name in ("Kitchen Light", "Chambre", "Salle de bain")]
+NAMES = [routing.words(name) for name in ("Kitchen Light", "Chambre", "Salle de bain", "Entrée")]
 
 
 @pytest.mark.parametrize(
@@ -339,6 +340,8 @@ NAMES = [routing.words(name) for name in ("Kitchen Light", "Chambre", "Salle de 
     [
         ("Turn on the kitchen light.", None, routing.Route.FAST),
         ("allume la lumière de la chambre", None, routing.Route.FAST),
+        ("Éteins la lumière de l’entrée", None, routing.Route.FAST),  # "Entrée", elided
+        ("Est-ce que la lumière de la chambre brille ?", None, routing.Route.FAST),  # 8 words
         ("Is the KITCHEN LIGHT on?", "Done.", routing.Route.FAST),
         ("and the chambre too", "Done.", routing.Route.SEVERAL),
         ("turn on the kitchen light, then the chambre", None, routing.Route.SEVERAL),
@@ -359,6 +362,8 @@ async def test_house_names_are_the_exposed_ones(hass: HomeAssistant, house: None
     assert routing.words("Kitchen Light") in names
     assert routing.words("Cuisine") in names  # an area's alias
     assert routing.words("Garage Light") not in names  # not exposed
+    # What devtools.route_suite measures with: the same names, without a house.
+    assert {tuple(name) for name in names} == {tuple(name) for name in demo_house_names()}
 
 
 # --- Two embedded models: 0.5b fast, 1.5b main -----------------------------------------

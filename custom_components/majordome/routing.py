@@ -104,12 +104,12 @@ class TurnSummary:
 
 
 def words(text: str) -> list[str]:
-    """The lowercase words of `text`, apostrophes and hyphens kept inside words."""
-    cleaned = "".join(
-        char if char.isalnum() or char in "'-" else " "
-        for char in text.casefold().replace("’", "'")
-    )
-    return [word.strip("'-") for word in cleaned.split() if word.strip("'-")]
+    """The lowercase words of `text`; an apostrophe ends a word ("l'entrée": "l", "entrée").
+
+    Hyphens stay inside words: "sèche-serviettes" is one name, "éteins-la" one verb.
+    """
+    cleaned = "".join(char if char.isalnum() or char == "-" else " " for char in text.casefold())
+    return [word.strip("-") for word in cleaned.split() if word.strip("-")]
 
 
 def house_names(hass: HomeAssistant) -> list[list[str]]:
@@ -144,7 +144,8 @@ def route(text: str, last_reply: str | None, names: Iterable[Sequence[str]]) -> 
     `last_reply` is what the agent said last in this conversation (None: first turn).
     """
     text_words = words(text)
-    if len(text_words) > MAX_SIMPLE_WORDS:
+    # Words as written ("l'entrée" is one), not the marks French sets apart ("allumée ?").
+    if sum(any(char.isalnum() for char in word) for word in text.split()) > MAX_SIMPLE_WORDS:
         return Route.LONG
     inner = text.strip().rstrip(".!?").strip()
     if any(char in CLAUSE_MARKS for char in inner) or JOINING_WORDS.intersection(text_words):
