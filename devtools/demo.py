@@ -43,6 +43,8 @@ import imageio_ffmpeg
 import yaml
 
 from custom_components.majordome.const import (
+    CONF_FAST_MODEL,
+    CONF_FAST_URL,
     CONF_MAX_TOKENS,
     CONF_PROFILE,
     CONF_STT_SERVER,
@@ -56,7 +58,7 @@ from devtools.child_process import ChildProcess, ChildServer, python_module
 from devtools.ha_api import ApiError, HomeAssistantApi, Websocket
 from devtools.hass_runner import CORE_CONFIG, INTEGRATION_SRC, REPO_ROOT
 from devtools.house import ASSISTANT, HELPER_DOMAINS, house_config, house_devices
-from devtools.llm import LocalLlmServer
+from devtools.llm import DEFAULT_MODEL_NAME, MODEL_NAMES, LocalLlmServer
 from devtools.ports import free_port
 from devtools.voice_servers import VOICE, PiperServer, WhisperServer
 from homeassistant.const import CONF_NAME, __version__ as HA_VERSION
@@ -388,9 +390,18 @@ async def async_create_pipeline(
 
 
 async def async_setup_demo(
-    api: HomeAssistantApi, llm: LocalLlmServer, stt: WhisperServer, tts: PiperServer
+    api: HomeAssistantApi,
+    llm: LocalLlmServer,
+    stt: WhisperServer,
+    tts: PiperServer,
+    fast: LocalLlmServer | None = None,
 ) -> Connection:
-    """Onboarding, the house, the integrations and the pipelines; how to connect."""
+    """Onboarding, the house, the integrations and the pipelines; how to connect.
+
+    With `fast`, the agent runs the cascade: simple requests to that model, the rest
+    to `llm` (the main model).
+    """
+    cascade = {} if fast is None else {CONF_FAST_MODEL: fast.model, CONF_FAST_URL: fast.base_url}
     await async_onboard(api)
     stt_entry = await async_config_flow(api, "wyoming", {"host": stt.host, "port": stt.port})
     tts_entry = await async_config_flow(api, "wyoming", {"host": tts.host, "port": tts.port})
@@ -425,6 +436,7 @@ async def async_setup_demo(
                 CONF_MAX_TOKENS: 128,
                 # A first read of the whole prompt takes tens of seconds on a busy CPU.
                 CONF_TIMEOUT: 240,
+                **cascade,
             },
         )
         await async_setup_areas_and_exposure(ws)
@@ -590,10 +602,12 @@ async def async_serve(
     host: str,
     servers: tuple[LocalLlmServer, WhisperServer, PiperServer],
     started: float,
+    *,
+    fast: LocalLlmServer | None = None,
 ) -> None:
     """Set the running Home Assistant up, then log until it exits (or Ctrl-C)."""
     async with HomeAssistantApi(url) as api:
-        connection = await async_setup_demo(api, *servers)
+        connection = await async_setup_demo(api, *servers, fast=fast)
         connection.save(directory)
         banner(connection, time.monotonic() - started, host)
         warm_up = asyncio.create_task(async_warm_up(api, connection))
@@ -618,11 +632,19 @@ def run(args: argparse.Namespace) -> None:
         children.callback(say, "demo", "stopped")
         children.callback(connection_file.unlink, missing_ok=True)
         say("demo", "starting the local model, speech-to-text and text-to-speech servers")
-        servers = (LocalLlmServer(ctx=args.ctx), WhisperServer(), PiperServer())
-        for server in servers:
+        servers = (
+            LocalLlmServer(ctx=args.ctx, model_name=args.main_model),
+            WhisperServer(),
+            PiperServer(),
+        )
+        # The cascade: the embedded model takes the simple requests, the bigger one the rest.
+        fast = None if args.main_model == DEFAULT_MODEL_NAME else LocalLlmServer(ctx=args.ctx)
+        for server in (*servers, *([fast] if fast else [])):
             children.enter_context(server)
         llm, stt, tts = servers
         say("demo", f"model {llm.model} at {llm.base_url}")
+        if fast is not None:
+            say("demo", f"fast model {fast.model} at {fast.base_url}")
         say("demo", f"speech-to-text {stt.uri}, text-to-speech {tts.uri} (voice {VOICE})")
         config_dir = directory / "config"
         write_config(config_dir, args.host, port)
@@ -630,7 +652,7 @@ def run(args: argparse.Namespace) -> None:
         ha_log = HomeAssistantLog(config_dir / "home-assistant.log")
         hass = children.enter_context(HomeAssistantServer(config_dir, url, ha_log))
         children.callback(say, "demo", "stopping Home Assistant and the servers")
-        asyncio.run(async_serve(url, directory, args.host, servers, started))
+        asyncio.run(async_serve(url, directory, args.host, servers, started, fast=fast))
         if not hass.running:
             say("demo", "Home Assistant exited")
 
@@ -665,6 +687,12 @@ def main(argv: list[str] | None = None) -> int:
         "--dir", type=Path, default=DEFAULT_DIR, help="where the demo keeps its files"
     )
     parser.add_argument("--ctx", type=int, default=8192, help="the model's context size")
+    parser.add_argument(
+        "--main-model",
+        choices=MODEL_NAMES,
+        default=DEFAULT_MODEL_NAME,
+        help="the agent's model; another than the embedded 0.5b makes 0.5b its fast model",
+    )
     args = parser.parse_args(argv)
     # SIGTERM stops the demo as Ctrl-C does: the children are stopped on the way out.
     # SIGINT too, even when started in the background (`scripts/demo &` in a script),

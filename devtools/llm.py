@@ -4,6 +4,8 @@
         client = openai.OpenAI(base_url=srv.base_url, api_key="none")
         client.chat.completions.create(model=srv.model, ...)
 
+`LocalLlmServer(model_name="1.5b")` serves the embedded model's 1.5B sibling (the main
+model of the cascade, 0.5B being the fast one); `MODEL_NAMES` lists what setup-llm knows.
 The server runs in a separate venv (made by scripts/setup-llm) because xllamacpp
 is not a dependency of the integration; this module only needs the stdlib.
 """
@@ -23,18 +25,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-llm"
 SERVER_MAIN = Path(__file__).resolve().parent / "llm_server_main.py"
 
+MODEL_NAMES = ("0.5b", "1.5b")  # scripts/setup-llm's models; 0.5b is the embedded one
+DEFAULT_MODEL_NAME = "0.5b"
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 
 
 @functools.cache
-def ensure_llm() -> tuple[Path, Path]:
-    """Run scripts/setup-llm and return (python of the LLM venv, GGUF model path).
+def ensure_llm(model_name: str = DEFAULT_MODEL_NAME) -> tuple[Path, Path]:
+    """Run scripts/setup-llm for a model; return (python of the LLM venv, GGUF model path).
 
     The script's output is streamed to our stderr so a first-time install
-    (~20 s) does not look like a hang. Cached: the script runs once per process.
+    (~20 s; ~45 s for 1.5b) does not look like a hang. Cached: the script runs once
+    per process and model.
     """
-    proc = subprocess.Popen([str(SETUP_SCRIPT)], stdout=subprocess.PIPE, stderr=None, text=True)
+    if model_name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model_name!r} (known: {', '.join(MODEL_NAMES)})")
+    proc = subprocess.Popen(
+        [str(SETUP_SCRIPT), model_name], stdout=subprocess.PIPE, stderr=None, text=True
+    )
     assert proc.stdout is not None
     last_line = ""
     for line in proc.stdout:
@@ -69,8 +78,10 @@ class LocalLlmServer(ChildServer):
         ready_timeout: float = READY_TIMEOUT_S,
         python: Path | None = None,
         model: Path | None = None,
+        model_name: str = DEFAULT_MODEL_NAME,
     ) -> None:
         self.ctx = ctx
+        self.model_name = model_name
         self.threads = threads
         self.port = port
         self.ready_timeout = ready_timeout
@@ -90,7 +101,7 @@ class LocalLlmServer(ChildServer):
         if self.pid is not None:
             raise RuntimeError("server already started")
         if self._python is None or self._model_path is None:
-            self._python, self._model_path = ensure_llm()
+            self._python, self._model_path = ensure_llm(self.model_name)
         cmd = [
             str(self._python),
             str(SERVER_MAIN),

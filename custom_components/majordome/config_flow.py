@@ -40,6 +40,7 @@ from .backend import BackendError, ErrorKind, async_list_models, create_client, 
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
+    CONF_FAST_URL,
     CONF_IGNORED_EVENT_TEXT,
     CONF_LLM_HASS_API,
     CONF_LOCAL_INTENTS,
@@ -141,13 +142,17 @@ AGENT_SCHEMA = vol.Schema(
         vol.Required(CONF_MAX_ITERATIONS): vol.All(_number(1, 30), vol.Coerce(int)),
         vol.Required(CONF_MAX_HISTORY): vol.All(_number(0, 100), vol.Coerce(int)),
         vol.Required(CONF_TIMEOUT): vol.All(_number(5, 600), vol.Coerce(int)),
+        # The cascade (routing.py): empty fast model, no cascade; empty URL, the entry's server.
+        vol.Optional(CONF_FAST_MODEL): selector.TextSelector(),
+        vol.Optional(CONF_FAST_URL): selector.TextSelector(
+            selector.TextSelectorConfig(type=selector.TextSelectorType.URL)
+        ),
         vol.Required(CONF_MEMORY_EVERY): vol.All(_number(0, 100), vol.Coerce(int)),
         # Optional: agents saved before it existed have it on.
         vol.Optional(CONF_LOCAL_INTENTS, default=DEFAULT_LOCAL_INTENTS): selector.BooleanSelector(),
         vol.Required(CONF_SCREEN_VOICE): selector.BooleanSelector(),
         vol.Required(CONF_SCREEN_TYPED): selector.BooleanSelector(),
         vol.Required(CONF_SCREEN_LLM): selector.BooleanSelector(),
-        vol.Optional(CONF_FAST_MODEL): selector.TextSelector(),
         vol.Required(CONF_ALLOWED_SCRIPTS): selector.SelectSelector(
             selector.SelectSelectorConfig(
                 options=list(SCRIPTS),
@@ -228,6 +233,15 @@ def _model_schema(models: list[str], current: str | None) -> vol.Schema:
 
 def _same_server(first: str, second: str) -> bool:
     return first.rstrip("/") == second.rstrip("/")
+
+
+def _trimmed_fast_model(user_input: dict[str, Any]) -> dict[str, Any]:
+    """The fast model and its server's URL trimmed, and absent when blank."""
+    options = dict(user_input)
+    for key in (CONF_FAST_MODEL, CONF_FAST_URL):
+        if value := str(options.pop(key, None) or "").strip():
+            options[key] = value
+    return options
 
 
 # --- The server ---------------------------------------------------------------------
@@ -491,14 +505,22 @@ class AgentSubentryFlow(ConfigSubentryFlow):
     ) -> SubentryFlowResult:
         """Name the agent and set its options; save it."""
         default_prompt = default_instructions(self.hass.config.language)
-        if user_input is None:
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            user_input = _trimmed_fast_model(user_input)
+            if not user_input.get(CONF_FAST_URL, "http://").startswith(("http://", "https://")):
+                errors[CONF_FAST_URL] = "invalid_url"
+        if user_input is None or errors:
             suggested = {**DEFAULT_OPTIONS, **self._current, CONF_NAME: self._model}
             if self.source == SOURCE_RECONFIGURE:
                 suggested[CONF_NAME] = self._get_reconfigure_subentry().title
             suggested[CONF_PROMPT] = suggested.get(CONF_PROMPT) or default_prompt
             return self.async_show_form(
                 step_id="agent",
-                data_schema=self.add_suggested_values_to_schema(AGENT_SCHEMA, suggested),
+                data_schema=self.add_suggested_values_to_schema(
+                    AGENT_SCHEMA, user_input or suggested
+                ),
+                errors=errors,
                 description_placeholders={"model": self._model},
             )
         options = dict(user_input)

@@ -67,7 +67,9 @@ DEFAULT_LOCAL_INTENTS: Final = True
 CONF_SCREEN_VOICE: Final = "screen_voice"  # screen what satellites transcribed
 CONF_SCREEN_TYPED: Final = "screen_typed"  # screen typed text too
 CONF_SCREEN_LLM: Final = "screen_llm"  # stage 2: ask a model whether it was meant for us
-CONF_FAST_MODEL: Final = "fast_model"  # model for stage 2 (empty: the main model)
+# The cascade (routing.py): simple requests to a fast model, the rest to the main one.
+CONF_FAST_MODEL: Final = "fast_model"  # empty: no cascade (stage 2 uses the main model)
+CONF_FAST_URL: Final = "fast_url"  # the fast model's server (empty: the entry's)
 CONF_ALLOWED_SCRIPTS: Final = "allowed_scripts"
 DEFAULT_ALLOWED_SCRIPTS: Final = ["Latin"]
 SCREEN_TIMEOUT: Final = 5.0  # stage 2 fails open after this

@@ -2,7 +2,8 @@
 
 metacognition (drop what was not meant for us) -> local (Home Assistant's own sentences
 answer the commands it recognises exactly, in milliseconds) -> prompt (stable system prompt, memory
-last) -> tools (one llm.API) -> backend (a stream of deltas) -> the chat log runs the
+last) -> tools (one llm.API) -> routing (a simple request to the fast model first, the main
+model when it fails) -> backend (a stream of deltas) -> the chat log runs the
 tool calls -> back to the model until it answers -> onboarding (the introduction
 question, the re-summary of the dynamic memory).
 Every failure ends as a short sentence in the user's language, never as an exception
@@ -37,12 +38,14 @@ from . import (
     onboarding,
     pacing,
     prompt,
+    routing,
     tools,
     truth,
 )
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
+    CONF_FAST_URL,
     CONF_IGNORED_EVENT_TEXT,
     CONF_LLM_HASS_API,
     CONF_LOCAL_INTENTS,
@@ -92,6 +95,16 @@ class PreparedTurn:
     turn_start: int  # index in the chat log where this turn's model output begins
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model a turn may be given to: the fast one or the main one, on its server."""
+
+    role: str  # "fast" or "main"
+    name: str
+    url: str
+    client: openai.AsyncOpenAI
+
+
 # Majordome's own answer where the model gave none: a sentence's translation key, or a
 # tool's ready sentence: ("done", "") after an action, ("", "It is 5 pm.") after the time.
 # A ready sentence wins over the key; the key "done" marks a claim that something was done.
@@ -132,9 +145,10 @@ class MajordomeEntity(Entity):
             entry_type=dr.DeviceEntryType.SERVICE,
         )
         # The entry's client, with this agent's patience.
-        self.client: openai.AsyncOpenAI = self.runtime.client.with_options(
-            timeout=float(subentry.data.get(CONF_TIMEOUT, DEFAULT_TIMEOUT))
-        )
+        timeout = float(subentry.data.get(CONF_TIMEOUT, DEFAULT_TIMEOUT))
+        self.client: openai.AsyncOpenAI = self.runtime.client.with_options(timeout=timeout)
+        fast_client = self.runtime.fast_clients.get(subentry.subentry_id, self.runtime.client)
+        self.fast_client: openai.AsyncOpenAI = fast_client.with_options(timeout=timeout)
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -225,7 +239,7 @@ class MajordomeEntity(Entity):
         await self._async_screen_with_model(user_input, chat_log, turn, trace)
         if await self._async_read_introduction(user_input, chat_log, turn):
             return await self._async_answer(user_input, chat_log, ("profile_saved", ""))
-        answer = await self._async_tool_loop(user_input, chat_log, turn, trace)
+        answer = await self._async_cascade(user_input, chat_log, turn, trace)
         evidence = truth.evidence_from_tools(chat_log, turn.turn_start)
         said = await self._async_keep_truthful(user_input, chat_log, watch, evidence, answer)
         if said is not answer and isinstance(answer, str):
@@ -273,12 +287,105 @@ class MajordomeEntity(Entity):
                 "tools": tool_specs,
                 "temperature": float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
                 "max_tokens": int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
-                "extra_body": backend.cache_hints(url, f"{DOMAIN}-{self.subentry.subentry_id}"),
+                "extra_body": backend.cache_hints(url, self._cache_key),
             },
             turn_start=len(chat_log.content),
         )
         trace.prepare_s = time.monotonic() - trace.started - trace.screen_s - trace.local_s
         return turn
+
+    # --- The cascade (routing.py) -------------------------------------------------
+
+    def _main_model(self) -> ModelChoice:
+        return ModelChoice("main", self.options[CONF_MODEL], self.entry.data[CONF_URL], self.client)
+
+    def _fast_model(self) -> ModelChoice | None:
+        """The agent's fast model, None when it has none (no cascade)."""
+        if not (name := self.options.get(CONF_FAST_MODEL)):
+            return None
+        url = self.options.get(CONF_FAST_URL) or self.entry.data[CONF_URL]
+        return ModelChoice("fast", name, url, self.fast_client)
+
+    async def _async_cascade(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: PreparedTurn,
+        trace: TurnTrace,
+    ) -> str | OwnAnswer:
+        """A simple request to the fast model first; the main model takes the rest.
+
+        And the fast model's failed turns, once, from where the turn began.
+        """
+        fast = self._fast_model()
+        route = (
+            routing.Route.NO_CASCADE
+            if fast is None
+            else routing.route(
+                user_input.text,
+                _last_reply(chat_log, turn.turn_start),
+                routing.house_names(self.hass),
+            )
+        )
+        trace.route = str(route)
+        model = self._main_model()
+        answer: str | OwnAnswer | None = None
+        if fast is not None and route is routing.Route.FAST:
+            answer = await self._async_fast_turn(user_input, chat_log, turn, trace, fast)
+            model = model if answer is None else fast
+        if answer is None:
+            answer = await self._async_tool_loop(user_input, chat_log, turn, trace, model)
+        trace.answered_by = model.role
+        self.runtime.model_turns[model.role] += 1
+        return answer
+
+    async def _async_fast_turn(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: PreparedTurn,
+        trace: TurnTrace,
+        fast: ModelChoice,
+    ) -> str | OwnAnswer | None:
+        """The fast model's turn, or None when it failed and left no trace.
+
+        What it streams is held until it is known to stand: a listener (the Assist
+        dialog, a pipeline's speech) never gets the words of an attempt taken again.
+        """
+        messages = list(turn.messages)
+        listener = chat_log.delta_listener
+        held: list[dict[str, Any]] = []
+        chat_log.delta_listener = lambda _, delta: held.append(delta)
+        answer: str | OwnAnswer | None = None
+        try:
+            answer = await self._async_tool_loop(user_input, chat_log, turn, trace, fast)
+        except backend.BackendError as err:
+            if routing.summarize(chat_log.content[turn.turn_start :]).acted:
+                raise  # an action ran: never twice
+            LOGGER.debug("The fast model failed (%s): the main model takes the turn", err.kind)
+            failure: routing.Failure | None = routing.Failure.SERVER_ERROR
+        else:
+            reply = answer if isinstance(answer, str) else answer[1] or None
+            summary = routing.summarize(chat_log.content[turn.turn_start :])
+            failure = routing.failure(summary, reply)
+        finally:
+            chat_log.delta_listener = listener
+        if failure is None and answer is not None:
+            if listener is not None:
+                for delta in held:
+                    listener(chat_log, delta)
+            return answer
+        LOGGER.debug("The fast model's turn failed (%s): the main model takes it", failure)
+        trace.fast_failure = str(failure)
+        self.runtime.model_turns["fast_failed"] += 1
+        del chat_log.content[turn.turn_start :]
+        turn.messages[:] = messages
+        return None
+
+    @property
+    def _cache_key(self) -> str:
+        """The agent's prompt-cache key, for servers that take one."""
+        return f"{DOMAIN}-{self.subentry.subentry_id}"
 
     async def _async_tool_loop(
         self,
@@ -286,6 +393,7 @@ class MajordomeEntity(Entity):
         chat_log: conversation.ChatLog,
         turn: PreparedTurn,
         trace: TurnTrace,
+        model: ModelChoice,
     ) -> str | OwnAnswer:
         """Call the model, let the chat log run its tools, until it answers in words.
 
@@ -301,10 +409,14 @@ class MajordomeEntity(Entity):
             stats = backend.StreamStats()
             trace.completions.append(stats)
             stream = backend.async_stream_completion(
-                self.client,
+                model.client,
                 messages=turn.messages,
                 stats=stats,
-                **turn.completion_args,
+                **{
+                    **turn.completion_args,
+                    "model": model.name,
+                    "extra_body": backend.cache_hints(model.url, self._cache_key),
+                },
             )
             try:
                 async for content in chat_log.async_add_delta_content_stream(
@@ -455,11 +567,12 @@ class MajordomeEntity(Entity):
         if not (self._screening_applies(user_input) and self.options.get(CONF_SCREEN_LLM)):
             return
         started = time.monotonic()
-        fast_model = self.options.get(CONF_FAST_MODEL) or turn.completion_args["model"]
-        same_model = fast_model == turn.completion_args["model"]
+        main = self._main_model()
+        model = self._fast_model() or main
+        same_model = (model.name, model.url) == (main.name, main.url)
         verdict = await metacognition.async_check_with_llm(
-            self.client,
-            model=fast_model,
+            model.client,
+            model=model.name,
             # The main call's prefix (and tools, for the same model) keeps the
             # server's cache warm for the turn that follows.
             prefix_messages=turn.messages[:-1],
@@ -467,7 +580,7 @@ class MajordomeEntity(Entity):
             utterance=user_input.text,
             language=user_input.language,
             timeout=SCREEN_TIMEOUT,
-            extra_body=turn.completion_args["extra_body"],
+            extra_body=backend.cache_hints(model.url, self._cache_key),
         )
         trace.screen_s += time.monotonic() - started
         if verdict.ignore:
@@ -551,6 +664,14 @@ async def _async_say(chat_log: conversation.ChatLog, agent_id: str, speech: str)
 
     async for _ in chat_log.async_add_delta_content_stream(agent_id, message()):
         pass
+
+
+def _last_reply(chat_log: conversation.ChatLog, turn_start: int) -> str | None:
+    """What the agent said last before this turn, None when it has not spoken yet."""
+    for content in reversed(chat_log.content[:turn_start]):
+        if isinstance(content, conversation.AssistantContent) and content.content:
+            return content.content
+    return None
 
 
 def _an_action_succeeded(chat_log: conversation.ChatLog, turn_start: int) -> bool:

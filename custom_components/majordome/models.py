@@ -34,6 +34,9 @@ class TurnTrace:
     local_intent: str | None = None  # the intent Home Assistant ran, when it handled the turn
     local_s: float = 0.0  # Home Assistant's own matching (and the intent, when it ran)
     error: str | None = None
+    route: str | None = None  # where the cascade sent the request (routing.Route)
+    fast_failure: str | None = None  # why the main model took the fast model's turn again
+    answered_by: str | None = None  # "fast" or "main": the model whose turn stood
 
     @property
     def server_s(self) -> float:
@@ -62,6 +65,10 @@ class MajordomeData:
     agents: dict[str, AgentSettings] = field(default_factory=dict)
     last_turn: TurnTrace | None = None
     ignored: Counter[str] = field(default_factory=Counter)  # utterances screened out, by reason
+    # Model turns by the model that answered ("fast", "main"), and fast turns taken again.
+    model_turns: Counter[str] = field(default_factory=Counter)
+    # The fast model's server, by agent (subentry id), for agents that name one.
+    fast_clients: dict[str, openai.AsyncOpenAI] = field(default_factory=dict)
 
 
 type MajordomeConfigEntry = ConfigEntry[MajordomeData]
