@@ -411,6 +411,14 @@ def _number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def select_cases(
+    cases: Sequence[Case], language: str | None, every: int = 1, limit: int | None = None
+) -> list[Case]:
+    """The cases of `language` (all: None), every `every`th of them, at most `limit`."""
+    chosen = [case for case in cases if language is None or case.language == language]
+    return chosen[::every][:limit]
+
+
 def load_refusals(path: Path = DEFAULT_REFUSALS) -> dict[str, tuple[str, ...]]:
     """The phrases a refusal's reply must hold one of, per language (benchmarks/refusals.yaml)."""
     return _load_phrases(path, "refusal")
@@ -1428,7 +1436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--suite", type=Path, default=DEFAULT_SUITE, help="YAML suite file")
     parser.add_argument("--language", choices=LANGUAGES, help="only the cases in this language")
-    parser.add_argument("--limit", type=int, help="only the first N cases (after --language)")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="every Nth case only (after --language): a sample across categories and languages",
+    )
+    parser.add_argument("--limit", type=int, help="only the first N cases (after --every)")
     parser.add_argument(
         "--timeout",
         type=float,
@@ -1467,6 +1481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
+    if args.every < 1:
+        parser.error("--every must be >= 1")
     if args.timeout <= 0:
         parser.error("--timeout must be > 0")
     if args.model and not args.url:
@@ -1485,9 +1501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases = load_suite(args.suite)
     except SuiteError as err:
         parser.error(str(err))
-    if args.language:
-        cases = [case for case in cases if case.language == args.language]
-    cases = cases[: args.limit] if args.limit else cases
+    cases = select_cases(cases, args.language, args.every, args.limit)
     if not cases:
         parser.error("no case to run")
 

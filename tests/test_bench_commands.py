@@ -38,6 +38,7 @@ from devtools.bench_commands import (
     load_suite,
     placeholder_values,
     print_side_by_side,
+    select_cases,
     side_by_side_summary,
     summary,
 )
@@ -894,3 +895,16 @@ async def test_side_by_side_agent_by_agent(
     assert [[r.passed for r in mine] for mine in results.values()] == [[True, True], [True, True]]
     rows = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
     assert rows == ["majordome-nolocal", "majordome-nolocal", "builtin", "builtin"]
+
+
+def test_a_sample_takes_every_nth_case_across_the_suite() -> None:
+    """`--every 4` samples the whole public suite: every category, both languages."""
+    cases = load_suite(DEFAULT_SUITE)
+    sample = select_cases(cases, None, every=4)
+    assert [case.say for case in sample] == [case.say for case in cases[::4]]
+    assert {case.category for case in sample} == {case.category for case in cases}
+    assert {case.language for case in sample} == {"en", "fr"}
+    french = select_cases(cases, "fr", every=2, limit=3)
+    assert len(french) == 3
+    assert all(case.language == "fr" for case in french)
+    assert french[1] is [case for case in cases if case.language == "fr"][2]
