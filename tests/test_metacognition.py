@@ -428,7 +428,7 @@ def test_verdict_is_frozen() -> None:
         verdict.ignore = False  # type: ignore[misc]
 
 
-# --- The word lists, read from custom_components/majordome/hallucinations/ ------------
+# --- The word lists, read from custom_components/majordome/phrases/ ------------
 
 LISTS = ("phrases", "connectors", "cjk_fragments")
 

@@ -184,14 +184,14 @@ def _foreign_share(normalized: str, allowed: frozenset[str]) -> tuple[float, str
 
 # --- Known hallucinations --------------------------------------------------------------
 
-# The word lists live in hallucinations/, next to this module, one plain-text file per
+# The word lists live in phrases/, next to this module, one plain-text file per
 # list (the rules for editing them are at the top of each file). They are read once,
 # here at import: Home Assistant imports integrations in an executor thread.
-_LISTS_DIR: Final = Path(__file__).with_name("hallucinations")
+_LISTS_DIR: Final = Path(__file__).with_name("phrases")
 
 
 def read_list(name: str) -> tuple[str, ...]:
-    """Return the entries of hallucinations/<name>.txt, in file order.
+    """Return the entries of phrases/<name>.txt, in file order.
 
     One entry a line, surrounding spaces stripped; blank lines and lines that start
     with "#" are skipped.

@@ -41,34 +41,19 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import area_registry as ar, entity_registry as er
 
 from . import compat, tools
+from .metacognition import read_list
 
 MAX_SIMPLE_WORDS = 8
 
-# Words that join two requests, in the languages Majordome speaks.
-JOINING_WORDS = frozenset(
-    {"and", "then", "also", "after", "et", "puis", "ensuite", "aussi", "après"}
-)
-# Words that point back at an earlier turn.
-BACK_REFERENCES = frozenset(
-    {
-        *("it", "them", "its", "that", "those", "this", "these", "there", "same", "too"),
-        *("again", "one", "ones", "other", "others"),
-        *("ça", "cela", "ceci", "celle", "celui", "celles", "ceux", "pareil", "même"),
-        *("encore", "aussi", "y", "autre", "autres"),
-    }
-)
-# French object pronouns after a hyphenated verb: "éteins-la", "allume-les".
-HYPHENATED_PRONOUNS = ("-le", "-la", "-les", "-lui", "-leur", "-y", "-en")
+# The word lists are data (phrases/*.txt), in the languages Majordome speaks.
+JOINING_WORDS = frozenset(read_list("joining_words"))  # two requests in one
+BACK_REFERENCES = frozenset(read_list("back_references"))  # pointing at an earlier turn
+HYPHENATED_PRONOUNS = read_list("hyphenated_pronouns")  # "éteins-la", "allume-les"
 # Inner punctuation that separates two clauses or two sentences.
 CLAUSE_MARKS = frozenset(",;:.!?")
 
 # What a reply says when the model could not do it (lowercase, straight apostrophes).
-REFUSALS = (
-    *("can't", "cannot", "could not", "couldn't", "unable", "not able", "sorry"),
-    *("i don't have", "i do not have", "not possible", "no device", "not found"),
-    *("désolé", "impossible", "pas pu", "ne peux pas", "ne parviens pas", "je n'ai pas"),
-    *("n'est pas possible", "aucun appareil", "introuvable"),
-)
+REFUSALS = read_list("could_not")
 # Tools that only read: their success is not an action (asking again is harmless).
 READ_ONLY_TOOLS = frozenset({"GetLiveContext", "HassGetState", *tools.SPOKEN_TOOLS})
 

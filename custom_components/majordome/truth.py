@@ -11,7 +11,7 @@ A reply that states a date, a year or a time while no clock tool ran this turn c
 from the model's memory ("Nous sommes à l'année 2023."): the clock's own sentence is
 said instead.
 
-The phrases are data (hallucinations/completion_claims.txt, clock_questions.txt,
+The phrases are data (phrases/completion_claims.txt, clock_questions.txt,
 clock_statements.txt), matched on whole normalised words, without regular expressions.
 """
 
