@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+import logging
 import socket
 from typing import Any
 from unittest.mock import patch
@@ -16,6 +17,8 @@ import voluptuous as vol
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import (
     CONF_ALLOWED_SCRIPTS,
+    CONF_FAST_MODEL,
+    CONF_FAST_URL,
     CONF_LLM_HASS_API,
     CONF_LOCAL_INTENTS,
     CONF_MAX_HISTORY,
@@ -788,3 +791,163 @@ async def test_agent_flow_needs_a_loaded_entry(
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "entry_not_loaded"
     assert scripted.requests == []
+
+
+# --- The agent's fast model: its server is checked as the main one ----------------
+
+FAST_USER, FAST_PASSWORD, FAST_QUERY_KEY = "fastuser", "fast-secret-pw", "fast-query-key-9"
+
+
+def with_credentials(url: str) -> str:
+    """`url` carrying a user, a password and a query key."""
+    url = url.replace("http://", f"http://{FAST_USER}:{FAST_PASSWORD}@")
+    return f"{url}?api_key={FAST_QUERY_KEY}"
+
+
+async def fast_model_form(
+    hass: HomeAssistant, entry: MockConfigEntry, model: str, url: str = ""
+) -> FlowResult:
+    """Reconfigure the entry's agent with a fast model on `url` (empty: the entry's)."""
+    result = await reconfigure_agent(hass, entry)
+    return await agent_step(
+        hass,
+        result,
+        {**DEFAULT_OPTIONS, CONF_NAME: MODEL, CONF_FAST_MODEL: model, CONF_FAST_URL: url},
+    )
+
+
+async def test_agent_fast_server_down_is_said_on_the_form(
+    hass: HomeAssistant, entry: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    before = dict(agent_of(entry).data)
+    result = await fast_model_form(hass, entry, "fast-model", with_credentials(closed_port_url()))
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "agent"
+    assert result["errors"] == {CONF_FAST_URL: "fast_cannot_connect"}
+    assert dict(agent_of(entry).data) == before  # nothing saved
+    for secret in (FAST_PASSWORD, FAST_QUERY_KEY):
+        assert secret not in caplog.text
+        assert secret not in str(result["errors"]) + str(result["description_placeholders"])
+
+
+async def test_agent_fast_server_failing_is_said_on_the_form(
+    hass: HomeAssistant, entry: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fast = ScriptedServer(models=["fast-model"])
+    fast.models_status = 500
+    await fast.start()
+    try:
+        result = await fast_model_form(hass, entry, "fast-model", with_credentials(fast.url))
+    finally:
+        await fast.stop()
+    assert result["errors"] == {CONF_FAST_URL: "fast_unknown"}
+    assert [r.query for r in fast.requests] == [{"api_key": FAST_QUERY_KEY}]
+    assert "Unexpected answer listing models" in caplog.text
+    for secret in (FAST_PASSWORD, FAST_QUERY_KEY):
+        assert secret not in caplog.text
+
+
+async def test_agent_fast_server_timeout_is_said_on_the_form(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    fast = SlowModelsServer()
+    await fast.start()
+    try:
+        with patch("custom_components.majordome.config_flow.CONNECT_TIMEOUT", 0.2):
+            result = await asyncio.wait_for(fast_model_form(hass, entry, MODEL, fast.url), 5)
+    finally:
+        await fast.stop()
+    assert result["errors"] == {CONF_FAST_URL: "fast_timeout"}
+
+
+async def test_agent_fast_model_must_be_listed(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    result = await fast_model_form(hass, entry, "no-such-model")
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_FAST_MODEL: "fast_model_not_listed"}
+    assert result["description_placeholders"] == {
+        "model": MODEL,
+        "fast_models": f"other-model, {MODEL}",
+    }
+    assert CONF_FAST_MODEL not in agent_of(entry).data
+
+    result = await agent_step(
+        hass, result, {**DEFAULT_OPTIONS, CONF_NAME: MODEL, CONF_FAST_MODEL: "other-model"}
+    )
+    await hass.async_block_till_done()
+    assert result["reason"] == "reconfigure_successful"
+    assert agent_of(entry).data[CONF_FAST_MODEL] == "other-model"
+
+
+async def test_agent_fast_model_typed_when_its_server_lists_none(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    fast = ScriptedServer(models=[])
+    fast.models_status = 404
+    await fast.start()
+    try:
+        result = await fast_model_form(hass, entry, "typed-model", fast.url)
+    finally:
+        await fast.stop()
+    await hass.async_block_till_done()
+    assert result["reason"] == "reconfigure_successful"
+    assert agent_of(entry).data[CONF_FAST_MODEL] == "typed-model"
+    assert [r.path for r in fast.requests] == ["/v1/models"]
+
+
+@pytest.mark.parametrize("own_url", ["", "same"])
+async def test_agent_fast_model_on_the_entry_server_is_checked_with_its_key(
+    hass: HomeAssistant, keyed: ScriptedServer, own_url: str
+) -> None:
+    entry = majordome_entry(keyed.url, model="keyed-a", api_key=API_KEY)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    url = f"{keyed.url}/" if own_url else ""
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_AGENT),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent_of(entry).subentry_id},
+    )
+    result = await agent_step(hass, result, {CONF_MODEL: "keyed-a"})
+    form = {**DEFAULT_OPTIONS, CONF_NAME: "keyed-a", CONF_FAST_URL: url}
+    result = await agent_step(hass, result, {**form, CONF_FAST_MODEL: "nope"})
+    assert result["errors"] == {CONF_FAST_MODEL: "fast_model_not_listed"}
+    keyed.requests.clear()
+
+    result = await agent_step(hass, result, {**form, CONF_FAST_MODEL: "keyed-b"})
+    await hass.async_block_till_done()
+    assert result["reason"] == "reconfigure_successful"
+    assert agent_of(entry).data[CONF_FAST_MODEL] == "keyed-b"
+    assert keyed.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_agent_fast_model_on_another_server_gets_no_entry_key(
+    hass: HomeAssistant, keyed: ScriptedServer, scripted: ScriptedServer
+) -> None:
+    entry = majordome_entry(keyed.url, model="keyed-a", api_key=API_KEY)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_AGENT),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": agent_of(entry).subentry_id},
+    )
+    result = await agent_step(hass, result, {CONF_MODEL: "keyed-a"})
+    form = {**DEFAULT_OPTIONS, CONF_NAME: "keyed-a", CONF_FAST_MODEL: "keyed-b"}
+    # Another server wanting the same key does not get it: refused.
+    other = ScriptedServer(models=["keyed-b"], api_key=API_KEY)
+    await other.start()
+    try:
+        result = await agent_step(hass, result, {**form, CONF_FAST_URL: other.url})
+    finally:
+        await other.stop()
+    assert result["errors"] == {CONF_FAST_URL: "fast_invalid_auth"}
+
+    result = await agent_step(
+        hass, result, {**form, CONF_FAST_MODEL: MODEL, CONF_FAST_URL: scripted.url}
+    )
+    await hass.async_block_till_done()
+    assert result["reason"] == "reconfigure_successful"
+    [listing] = [r for r in scripted.requests if r.path == "/v1/models"]
+    assert API_KEY not in str(listing.headers)

@@ -39,7 +39,7 @@ def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def flow_error_keys() -> set[str]:
     """Every error string the config flow source can put in a form's `errors`."""
     tree = ast.parse(Path(config_flow.__file__).read_text(encoding="utf-8"))
-    keys: set[str] = set(config_flow._ERRORS.values())
+    keys: set[str] = set(config_flow._ERRORS.values()) | set(config_flow._FAST_ERRORS.values())
     for node in ast.walk(tree):
         # {"base": "x"} / {CONF_URL: "x"} returned as errors
         if isinstance(node, ast.Dict):

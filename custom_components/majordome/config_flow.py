@@ -106,6 +106,13 @@ _ERRORS = {
     ErrorKind.TIMEOUT: "timeout",
     ErrorKind.INVALID_AUTH: "invalid_auth",
 }
+# The same failures, said of the fast model's server on the agent's form.
+_FAST_ERRORS = {
+    "cannot_connect": "fast_cannot_connect",
+    "timeout": "fast_timeout",
+    "invalid_auth": "fast_invalid_auth",
+    "unknown": "fast_unknown",
+}
 
 SERVER_SCHEMA = vol.Schema(
     {
@@ -202,6 +209,16 @@ async def async_server_models(client: openai.AsyncOpenAI) -> tuple[list[str], di
     except Exception:  # noqa: BLE001 - the form says "unknown", the log says why
         LOGGER.exception("Unexpected error listing models")
         return [], {"base": "unknown"}
+
+
+async def async_check_server(
+    hass: HomeAssistant, url: str, api_key: str | None
+) -> tuple[list[str], dict[str, str]]:
+    """List the models of the server at `url` with a client made for the check."""
+    client = await hass.async_add_executor_job(
+        partial(create_client, url, api_key, get_async_client(hass), CONNECT_TIMEOUT)
+    )
+    return await async_server_models(client)
 
 
 def _picked_model(
@@ -303,16 +320,9 @@ class MajordomeConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def _async_check_server(self, server: dict[str, Any]) -> dict[str, str]:
         """List the server's models; return the form errors (none when it answered)."""
-        client = await self.hass.async_add_executor_job(
-            partial(
-                create_client,
-                server[CONF_URL],
-                server.get(CONF_API_KEY),
-                get_async_client(self.hass),
-                CONNECT_TIMEOUT,
-            )
+        self._models, errors = await async_check_server(
+            self.hass, server[CONF_URL], server.get(CONF_API_KEY)
         )
-        self._models, errors = await async_server_models(client)
         return errors
 
     def _async_update_server(self) -> ConfigFlowResult:
@@ -506,10 +516,14 @@ class AgentSubentryFlow(ConfigSubentryFlow):
         """Name the agent and set its options; save it."""
         default_prompt = default_instructions(self.hass.config.language)
         errors: dict[str, str] = {}
+        placeholders = {"model": self._model}
         if user_input is not None:
             user_input = _trimmed_fast_model(user_input)
             if not user_input.get(CONF_FAST_URL, "http://").startswith(("http://", "https://")):
                 errors[CONF_FAST_URL] = "invalid_url"
+            elif CONF_FAST_MODEL in user_input:
+                errors, listed = await self._async_check_fast_model(user_input)
+                placeholders.update(listed)
         if user_input is None or errors:
             suggested = {**DEFAULT_OPTIONS, **self._current, CONF_NAME: self._model}
             if self.source == SOURCE_RECONFIGURE:
@@ -521,7 +535,7 @@ class AgentSubentryFlow(ConfigSubentryFlow):
                     AGENT_SCHEMA, user_input or suggested
                 ),
                 errors=errors,
-                description_placeholders={"model": self._model},
+                description_placeholders=placeholders,
             )
         options = dict(user_input)
         title = str(options.pop(CONF_NAME)).strip() or self._model
@@ -536,3 +550,25 @@ class AgentSubentryFlow(ConfigSubentryFlow):
                 self._get_entry(), self._get_reconfigure_subentry(), title=title, data=data
             )
         return self.async_create_entry(title=title, data=data)
+
+    async def _async_check_fast_model(
+        self, options: dict[str, Any]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """List the fast model's server's models; return (form errors, their placeholders).
+
+        As the main model: a server that lists no models takes the name as typed.
+        """
+        entry = self._get_entry()
+        url: str = options.get(CONF_FAST_URL) or entry.data[CONF_URL]
+        # The entry's API key goes to the entry's server only, as its clients do.
+        own_server = _same_server(url, entry.data[CONF_URL])
+        api_key = entry.data.get(CONF_API_KEY) if own_server else None
+        models, errors = await async_check_server(self.hass, url, api_key)
+        if errors:
+            return {CONF_FAST_URL: _FAST_ERRORS[errors["base"]]}, {}
+        model = options[CONF_FAST_MODEL]
+        # The main model doubling as the fast one was already chosen, listed or typed.
+        if models and model not in models and not (own_server and model == self._model):
+            errors[CONF_FAST_MODEL] = "fast_model_not_listed"
+            return errors, {"fast_models": ", ".join(models[:20])}
+        return {}, {}
