@@ -12,7 +12,7 @@ from homeassistant.helpers import config_validation as cv, llm
 from homeassistant.helpers.httpx_client import get_async_client
 from homeassistant.helpers.typing import ConfigType
 
-from .backend import create_client
+from .backend import create_client, key_for
 from .const import CONF_FAST_MODEL, CONF_FAST_URL, DEFAULT_TIMEOUT, DOMAIN, LOGGER
 from .memory import MemoryStore
 from .migration import VERSION, migrate_to_agents
@@ -77,8 +77,7 @@ async def _async_fast_clients(
         url = agent.data.get(CONF_FAST_URL)
         if not (url and agent.data.get(CONF_FAST_MODEL)):
             continue
-        same_server = url.rstrip("/") == entry.data[CONF_URL].rstrip("/")
-        api_key = entry.data.get(CONF_API_KEY) if same_server else None
+        api_key = key_for(url, entry.data[CONF_URL], entry.data.get(CONF_API_KEY))
         clients[agent.subentry_id] = await _async_client(hass, url, api_key)
     return clients
 

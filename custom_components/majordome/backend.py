@@ -152,6 +152,20 @@ _SECRETS: set[str] = set()  # of every URL a client was made for, this run
 _LOGGERS = (LOGGER.name, "httpx", "httpx2", "openai", "openai._base_client")
 
 
+def same_server(first: str, second: str) -> bool:
+    """Whether two server URLs are the same server (a trailing slash aside)."""
+    return first.rstrip("/") == second.rstrip("/")
+
+
+def key_for(url: str, server_url: str, server_key: str | None) -> str | None:
+    """The API key to send to `url`: the entry's key goes to the entry's server only.
+
+    Another server (an agent's fast model elsewhere) gets the credentials its own URL
+    carries, if any.
+    """
+    return server_key if same_server(url, server_url) else None
+
+
 def public_url(url: str) -> str:
     """The server's URL as it may be shown (titles, logs): no user, password or query."""
     parts = urlsplit(url)

@@ -36,7 +36,15 @@ from homeassistant.data_entry_flow import AbortFlow
 from homeassistant.helpers import selector
 from homeassistant.helpers.httpx_client import get_async_client
 
-from .backend import BackendError, ErrorKind, async_list_models, create_client, public_url
+from .backend import (
+    BackendError,
+    ErrorKind,
+    async_list_models,
+    create_client,
+    key_for,
+    public_url,
+    same_server,
+)
 from .const import (
     CONF_ALLOWED_SCRIPTS,
     CONF_FAST_MODEL,
@@ -248,10 +256,6 @@ def _model_schema(models: list[str], current: str | None) -> vol.Schema:
     return vol.Schema({vol.Required(CONF_MODEL, default=default): field})
 
 
-def _same_server(first: str, second: str) -> bool:
-    return first.rstrip("/") == second.rstrip("/")
-
-
 def _trimmed_fast_model(user_input: dict[str, Any]) -> dict[str, Any]:
     """The fast model and its server's URL trimmed, and absent when blank."""
     options = dict(user_input)
@@ -315,7 +319,7 @@ class MajordomeConfigFlow(ConfigFlow, domain=DOMAIN):
             self._get_reconfigure_entry().entry_id if self.source == SOURCE_RECONFIGURE else None
         )
         for entry in self._async_current_entries(include_ignore=False):
-            if entry.entry_id != reconfigured and _same_server(entry.data[CONF_URL], url):
+            if entry.entry_id != reconfigured and same_server(entry.data[CONF_URL], url):
                 raise AbortFlow("already_configured")
 
     async def _async_check_server(self, server: dict[str, Any]) -> dict[str, str]:
@@ -561,8 +565,8 @@ class AgentSubentryFlow(ConfigSubentryFlow):
         entry = self._get_entry()
         url: str = options.get(CONF_FAST_URL) or entry.data[CONF_URL]
         # The entry's API key goes to the entry's server only, as its clients do.
-        own_server = _same_server(url, entry.data[CONF_URL])
-        api_key = entry.data.get(CONF_API_KEY) if own_server else None
+        own_server = same_server(url, entry.data[CONF_URL])
+        api_key = key_for(url, entry.data[CONF_URL], entry.data.get(CONF_API_KEY))
         models, errors = await async_check_server(self.hass, url, api_key)
         if errors:
             return {CONF_FAST_URL: _FAST_ERRORS[errors["base"]]}, {}
