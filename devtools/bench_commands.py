@@ -83,6 +83,7 @@ import argparse
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import contextlib
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -737,12 +738,21 @@ class WebsocketClient:
     """Home Assistant's websocket API on a connection already authenticated.
 
     Messages of other commands (the events of a run the bench gave up on) are skipped.
+    A connection of its own (`async_connect`) is read all along, by a task: aiohttp
+    answers Home Assistant's heartbeat pings only while someone reads, and the bench
+    may leave it idle for many minutes (`--order agent`), after which Home Assistant
+    would close it.
     """
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Number the commands from 1 on this connection."""
         self.ws = ws
         self._ids = itertools.count(1)
+        self._read: asyncio.Queue[dict[str, Any]] | None = None  # read ahead, if a task reads
+
+    async def _async_read_all(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            queue.put_nowait(await self.ws.receive_json())
 
     @classmethod
     @asynccontextmanager
@@ -759,7 +769,15 @@ class WebsocketClient:
                 message = await ws.receive_json()
                 if message.get("type") != expected:
                     raise RuntimeError(f"websocket: expected {expected}, got {message}")
-            yield cls(ws)
+            client = cls(ws)
+            client._read = asyncio.Queue()
+            reader = asyncio.create_task(client._async_read_all(client._read))
+            try:
+                yield client
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
 
     async def async_send(self, message: dict[str, Any]) -> int:
         """Send a command; its id."""
@@ -770,7 +788,9 @@ class WebsocketClient:
     async def async_receive(self, command_id: int) -> dict[str, Any]:
         """The next message about that command."""
         while True:
-            message: dict[str, Any] = await self.ws.receive_json()
+            message: dict[str, Any] = await (
+                self._read.get() if self._read is not None else self.ws.receive_json()
+            )
             if message.get("id") == command_id:
                 return message
 
