@@ -623,12 +623,14 @@ async def _agents_on_the_demo_house(
     agents: tuple[str, ...],
     *,
     url: str,
-    client: WebsocketClient | None = None,
+    ws_client: WebSocketGenerator | None = None,
 ) -> tuple[list[Case], dict[str, CommandsRunner], dict[str, str]]:
-    """The demo house, the suite's cases, and the named agents on one server and model."""
+    """The demo house, the suite's cases, and the named agents on one server and model
+    (through `ws_client`, a websocket client once the house is set up, when given)."""
     assert await async_setup_component(hass, "homeassistant", {})
     house = await async_setup_house(hass, "demo")
     cases = load_suite(_suite(tmp_path, suite))
+    client = None if ws_client is None else WebsocketClient(await ws_client(hass))
     runners, unavailable = await async_setup_agents(
         hass, house.devices, agents,
         url=url, model=MODEL, api_key=None, timeout_s=10, client=client,
@@ -650,9 +652,8 @@ async def _llama_cpp_behind_a_pipeline(
         await hass.async_block_till_done()
     # Its flows check the model (with and without streaming, and when options change).
     scripted.responder = lambda body: text("Paris.")
-    client = WebsocketClient(await hass_ws_client(hass))
     cases, runners, unavailable = await _agents_on_the_demo_house(
-        hass, tmp_path, suite, ("llama_cpp",), url=scripted.url, client=client
+        hass, tmp_path, suite, ("llama_cpp",), url=scripted.url, ws_client=hass_ws_client
     )
     assert unavailable == {}
     scripted.responder = None
