@@ -136,16 +136,19 @@ async def test_a_reply_that_claims_nothing_is_kept(
 
 # --- An action that changed nothing ------------------------------------------------------
 
+# After the call, the model says "Done." or nothing: (language, its reply after the call).
+ENDINGS = [
+    pytest.param((language, after), id=f"{ending}-{language}")
+    for after, ending in ((text("Done."), "says-done"), (Reply(), "silent"))
+    for language in ("en", "fr")
+]
 
-@pytest.mark.parametrize("language", ["en", "fr"])
-@pytest.mark.parametrize("after", [text("Done."), Reply()], ids=["says-done", "silent"])
+
+@pytest.mark.parametrize("ending", ENDINGS)
 async def test_turning_on_a_light_already_on_is_not_done(
-    hass: HomeAssistant,
-    entry: MockConfigEntry,
-    scripted: ScriptedServer,
-    language: str,
-    after: Reply,
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, ending: tuple[str, Reply]
 ) -> None:
+    language, after = ending
     await turn_on_the_kitchen_light(hass)
     scripted.add(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), after)
 
@@ -156,15 +159,11 @@ async def test_turning_on_a_light_already_on_is_not_done(
     assert speech(result) == ALREADY_ON[language]
 
 
-@pytest.mark.parametrize("language", ["en", "fr"])
-@pytest.mark.parametrize("after", [text("Done."), Reply()], ids=["says-done", "silent"])
+@pytest.mark.parametrize("ending", ENDINGS)
 async def test_a_real_change_is_still_done(
-    hass: HomeAssistant,
-    entry: MockConfigEntry,
-    scripted: ScriptedServer,
-    language: str,
-    after: Reply,
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, ending: tuple[str, Reply]
 ) -> None:
+    language, after = ending
     assert hass.states.get(KITCHEN).state == "off"
     if after.deltas:
         after = text(DONE[language])
