@@ -155,6 +155,19 @@ def _suite(tmp_path: Path, body: str) -> Path:
     return path
 
 
+async def _bench_commands(*args: str, deadline_s: float) -> tuple[list[str], bytes]:
+    """`scripts/bench commands ARGS` in a child process, which succeeds: its lines, its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devtools.bench", "commands", *args,
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=deadline_s)
+    assert proc.returncode == 0, err.decode()
+    return out.decode().splitlines(), err
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -422,17 +435,11 @@ async def test_command_line_against_a_server_url(
         text("Done."),
         text("Je ne peux pas."),  # no call: the lamp stays off
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "devtools.bench", "commands",
+    lines, err = await _bench_commands(
         "--url", scripted.url, "--suite", str(suite), "--limit", "2", "--timeout", "30",
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        deadline_s=120,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
 
-    assert proc.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
     report = json.loads(lines[-1])
     assert {k: report[k] for k in ("bench", "agent", "passed", "total", "ha_version")} == {
         "bench": "commands",
@@ -609,6 +616,50 @@ async def test_runner_on_the_built_in_agent(hass: HomeAssistant, tmp_path: Path)
 # --- The competition, side by side ----------------------------------------------------
 
 
+async def _agents_on_the_demo_house(
+    hass: HomeAssistant,
+    tmp_path: Path,
+    suite: str,
+    agents: tuple[str, ...],
+    *,
+    url: str,
+    ws_client: WebSocketGenerator | None = None,
+) -> tuple[list[Case], dict[str, CommandsRunner], dict[str, str]]:
+    """The demo house, the suite's cases, and the named agents on one server and model
+    (through `ws_client`, a websocket client once the house is set up, when given)."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    house = await async_setup_house(hass, "demo")
+    cases = load_suite(_suite(tmp_path, suite))
+    client = None if ws_client is None else WebsocketClient(await ws_client(hass))
+    runners, unavailable = await async_setup_agents(
+        hass, house.devices, agents,
+        url=url, model=MODEL, api_key=None, timeout_s=10, client=client,
+    )  # fmt: skip
+    return cases, runners, unavailable
+
+
+async def _llama_cpp_behind_a_pipeline(
+    hass: HomeAssistant,
+    scripted: ScriptedServer,
+    hass_ws_client: WebSocketGenerator,
+    tmp_path: Path,
+    suite: str,
+) -> tuple[list[Case], CommandsRunner]:
+    """The suite's cases and llama_cpp's runner, its agent that of an Assist pipeline."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    with patch("homeassistant.components.tts._init_tts_cache_dir", return_value=str(tmp_path)):
+        assert await async_setup_component(hass, "assist_pipeline", {})
+        await hass.async_block_till_done()
+    # Its flows check the model (with and without streaming, and when options change).
+    scripted.responder = lambda body: text("Paris.")
+    cases, runners, unavailable = await _agents_on_the_demo_house(
+        hass, tmp_path, suite, ("llama_cpp",), url=scripted.url, ws_client=hass_ws_client
+    )
+    assert unavailable == {}
+    scripted.responder = None
+    return cases, runners["llama_cpp"]
+
+
 async def test_side_by_side_runs_every_case_on_every_agent(
     hass: HomeAssistant,
     scripted: ScriptedServer,
@@ -622,21 +673,16 @@ async def test_side_by_side_runs_every_case_on_every_agent(
     model; the built-in agent understands no paraphrase. A reply that says "Done." while
     nothing changed is counted.
     """
-    assert await async_setup_component(hass, "homeassistant", {})
-    house = await async_setup_house(hass, "demo")
-    cases = load_suite(
-        _suite(
-            tmp_path,
-            "- say: Turn on the kitchen light\n  language: en\n"
-            "  expect_states: {light.kitchen_light: 'on'}\n"
-            "- say: Could the kitchen get some light, please\n  language: en\n"
-            "  category: paraphrase\n  expect_states: {light.kitchen_light: 'on'}\n",
-        )
+    cases, runners, unavailable = await _agents_on_the_demo_house(
+        hass,
+        tmp_path,
+        "- say: Turn on the kitchen light\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n"
+        "- say: Could the kitchen get some light, please\n  language: en\n"
+        "  category: paraphrase\n  expect_states: {light.kitchen_light: 'on'}\n",
+        ("majordome", "majordome-nolocal", "builtin"),
+        url=scripted.url,
     )
-    runners, unavailable = await async_setup_agents(
-        hass, house.devices, ("majordome", "majordome-nolocal", "builtin"),
-        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=None,
-    )  # fmt: skip
     assert unavailable == {}
     scripted.add(
         # case 1: majordome (Home Assistant's sentences, no request), then without them:
@@ -690,19 +736,14 @@ async def test_side_by_side_reports_llama_cpp_unavailable_where_it_is_missing(
     hass: HomeAssistant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Home Assistant 2025.4 has no llama_cpp: reported as unavailable, with the reason."""
-    assert await async_setup_component(hass, "homeassistant", {})
-    house = await async_setup_house(hass, "demo")
-    cases = load_suite(
-        _suite(
-            tmp_path,
-            "- say: Turn on the kitchen light\n  language: en\n"
-            "  expect_states: {light.kitchen_light: 'on'}\n",
-        )
+    cases, runners, unavailable = await _agents_on_the_demo_house(
+        hass,
+        tmp_path,
+        "- say: Turn on the kitchen light\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n",
+        ("builtin", "llama_cpp"),
+        url="http://127.0.0.1:9/v1",
     )
-    runners, unavailable = await async_setup_agents(
-        hass, house.devices, ("builtin", "llama_cpp"),
-        url="http://127.0.0.1:9/v1", model=MODEL, api_key=None, timeout_s=10, client=None,
-    )  # fmt: skip
 
     results = await async_run_side_by_side(runners, cases)
     print_side_by_side(results, unavailable)
@@ -724,31 +765,17 @@ async def test_llama_cpp_runs_behind_a_pipeline_that_prefers_local_commands(
     """Home Assistant's own LLM agent, as users reach it: a pipeline whose agent it is,
     with "prefer handling commands locally" on. A command Home Assistant's sentences
     handle costs no model request; a question goes to the model."""
-    assert await async_setup_component(hass, "homeassistant", {})
-    with patch("homeassistant.components.tts._init_tts_cache_dir", return_value=str(tmp_path)):
-        assert await async_setup_component(hass, "assist_pipeline", {})
-        await hass.async_block_till_done()
-    house = await async_setup_house(hass, "demo")
-    cases = load_suite(
-        _suite(
-            tmp_path,
-            "- say: Turn on the kitchen light\n  language: en\n"
-            "  expect_states: {light.kitchen_light: 'on'}\n"
-            "- say: Is it cold in the bedroom?\n  language: en\n"
-            "  expect_in_answer: ['18.5']\n",
-        )
+    cases, runner = await _llama_cpp_behind_a_pipeline(
+        hass,
+        scripted,
+        hass_ws_client,
+        tmp_path,
+        "- say: Turn on the kitchen light\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n"
+        "- say: Is it cold in the bedroom?\n  language: en\n"
+        "  expect_in_answer: ['18.5']\n",
     )
-    # Its flows check the model (with and without streaming, and when options change).
-    scripted.responder = lambda body: text("Paris.")
-    client = WebsocketClient(await hass_ws_client(hass))
-    runners, unavailable = await async_setup_agents(
-        hass, house.devices, ("llama_cpp",),
-        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=client,
-    )  # fmt: skip
-    assert unavailable == {}
-    scripted.responder = None
     setup_requests = len(scripted.chat_requests)
-    runner = runners["llama_cpp"]
 
     handled = await runner.async_run_case(cases[0])
     assert len(scripted.chat_requests) == setup_requests  # no model request
@@ -781,17 +808,11 @@ async def test_command_line_runs_all_agents_side_by_side(
         "  expect_states: {light.kitchen_light: 'on'}\n",
     )
     scripted.responder = lambda body: text("Done.")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "devtools.bench", "commands", "--agents", "all",
-        "--url", scripted.url, "--suite", str(suite), "--timeout", "30",
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    lines, err = await _bench_commands(
+        "--agents", "all", "--url", scripted.url, "--suite", str(suite), "--timeout", "30",
+        deadline_s=180,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
 
-    assert proc.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
     report = json.loads(lines[-1])
     assert (report["bench"], report["model"], report["ha_version"]) == (
         "commands",
@@ -823,26 +844,14 @@ async def test_a_pipeline_run_the_bench_gave_up_on_stops(
 ) -> None:
     """Past the case's timeout the pipeline's run is stopped: the case ends then, and the
     run does not act later, on the house of the next case."""
-    assert await async_setup_component(hass, "homeassistant", {})
-    with patch("homeassistant.components.tts._init_tts_cache_dir", return_value=str(tmp_path)):
-        assert await async_setup_component(hass, "assist_pipeline", {})
-        await hass.async_block_till_done()
-    house = await async_setup_house(hass, "demo")
-    [case] = load_suite(
-        _suite(
-            tmp_path,
-            "- say: Could the kitchen get some light, please\n  language: en\n"
-            "  expect_states: {light.kitchen_light: 'on'}\n",
-        )
+    [case], runner = await _llama_cpp_behind_a_pipeline(
+        hass,
+        scripted,
+        hass_ws_client,
+        tmp_path,
+        "- say: Could the kitchen get some light, please\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n",
     )
-    scripted.responder = lambda body: text("Paris.")
-    client = WebsocketClient(await hass_ws_client(hass))
-    runners, _ = await async_setup_agents(
-        hass, house.devices, ("llama_cpp",),
-        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=client,
-    )  # fmt: skip
-    scripted.responder = None
-    runner = runners["llama_cpp"]
     runner.timeout_s = 0.5
     released = asyncio.Event()
     late = tool_calls(("HassTurnOn", {"name": "Kitchen Light"}))
@@ -868,21 +877,16 @@ async def test_side_by_side_agent_by_agent(
 ) -> None:
     """`--order agent`: every case on one agent, then the next (a one-slot server keeps
     each agent's prompt cached); the house is reset before each case all the same."""
-    assert await async_setup_component(hass, "homeassistant", {})
-    house = await async_setup_house(hass, "demo")
-    cases = load_suite(
-        _suite(
-            tmp_path,
-            "- say: Turn on the kitchen light\n  language: en\n"
-            "  expect_states: {light.kitchen_light: 'on'}\n"
-            "- say: Allume la lampe de la chambre\n  language: fr\n"
-            "  expect_states: {light.bedroom_lamp: 'on'}\n",
-        )
+    cases, runners, _ = await _agents_on_the_demo_house(
+        hass,
+        tmp_path,
+        "- say: Turn on the kitchen light\n  language: en\n"
+        "  expect_states: {light.kitchen_light: 'on'}\n"
+        "- say: Allume la lampe de la chambre\n  language: fr\n"
+        "  expect_states: {light.bedroom_lamp: 'on'}\n",
+        ("majordome-nolocal", "builtin"),
+        url=scripted.url,
     )
-    runners, _ = await async_setup_agents(
-        hass, house.devices, ("majordome-nolocal", "builtin"),
-        url=scripted.url, model=MODEL, api_key=None, timeout_s=10, client=None,
-    )  # fmt: skip
     scripted.add(
         tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
         text("Done."),

@@ -72,6 +72,15 @@ async def house(hass: HomeAssistant) -> None:
     await async_setup_house(hass, "demo")
 
 
+@pytest.fixture
+def entry(house: None, entry: MockConfigEntry, entry_options: dict[str, Any]) -> MockConfigEntry:
+    """The loaded entry (its agent on the fast and the main model), in the demo house.
+
+    `entry_options` is named here so that a test can still parametrize it.
+    """
+    return entry
+
+
 def _turn_on_kitchen() -> tuple[Reply, Reply]:
     return tool_calls((TURN_ON_TOOL, {"name": "Kitchen Light"})), text(MAIN_ANSWER)
 
@@ -82,7 +91,6 @@ def _said(deltas: list[dict[str, Any]]) -> str:
 
 async def test_simple_command_goes_to_the_fast_model_only(
     hass: HomeAssistant,
-    house: None,
     *,
     entry: MockConfigEntry,
     scripted: ScriptedServer,
@@ -121,7 +129,6 @@ async def test_simple_command_goes_to_the_fast_model_only(
 )
 async def test_other_requests_go_to_the_main_model_only(
     hass: HomeAssistant,
-    house: None,
     *,
     entry: MockConfigEntry,
     scripted: ScriptedServer,
@@ -154,7 +161,6 @@ async def test_other_requests_go_to_the_main_model_only(
 )
 async def test_a_failed_fast_turn_is_taken_again_by_the_main_model(
     hass: HomeAssistant,
-    house: None,
     *,
     entry: MockConfigEntry,
     scripted: ScriptedServer,
@@ -206,7 +212,6 @@ async def test_a_failed_fast_turn_is_taken_again_by_the_main_model(
 
 async def test_a_fast_action_that_ran_is_not_run_again(
     hass: HomeAssistant,
-    house: None,
     entry: MockConfigEntry,
     scripted: ScriptedServer,
     fast_server: ScriptedServer,
@@ -224,7 +229,6 @@ async def test_a_fast_action_that_ran_is_not_run_again(
 
 async def test_an_unreachable_fast_server_falls_back_to_main(
     hass: HomeAssistant,
-    house: None,
     entry: MockConfigEntry,
     scripted: ScriptedServer,
     fast_server: ScriptedServer,
@@ -244,7 +248,6 @@ async def test_an_unreachable_fast_server_falls_back_to_main(
 )
 async def test_the_same_model_on_the_same_server(
     hass: HomeAssistant,
-    house: None,
     entry: MockConfigEntry,
     scripted: ScriptedServer,
     fast_server: ScriptedServer,

@@ -66,6 +66,14 @@ async def turn_on_the_kitchen_light(hass: HomeAssistant) -> None:
     assert hass.states.get(KITCHEN).state == "on"
 
 
+async def answer_to(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, said: str, reply: str
+) -> str:
+    """What the user hears when the model answers `reply` to `said`."""
+    scripted.add(text(reply))
+    return speech(await converse(hass, entry, said))
+
+
 def assistant_history(scripted: ScriptedServer) -> list[str]:
     """What the last request to the model showed it of its own past replies."""
     return [
@@ -127,25 +135,26 @@ async def test_a_paraphrased_claim_is_not_heard_either(
 async def test_a_reply_that_claims_nothing_is_kept(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    scripted.add(text("The towel rail is on, and it is 21 degrees in the bathroom."))
+    reply = "The towel rail is on, and it is 21 degrees in the bathroom."
 
-    result = await converse(hass, entry, "is the towel rail on?")
-
-    assert speech(result) == "The towel rail is on, and it is 21 degrees in the bathroom."
+    assert await answer_to(hass, entry, scripted, "is the towel rail on?", reply) == reply
 
 
 # --- An action that changed nothing ------------------------------------------------------
 
+# After the call, the model says "Done." or nothing: (language, its reply after the call).
+ENDINGS = [
+    pytest.param((language, after), id=f"{ending}-{language}")
+    for after, ending in ((text("Done."), "says-done"), (Reply(), "silent"))
+    for language in ("en", "fr")
+]
 
-@pytest.mark.parametrize("language", ["en", "fr"])
-@pytest.mark.parametrize("after", [text("Done."), Reply()], ids=["says-done", "silent"])
+
+@pytest.mark.parametrize("ending", ENDINGS)
 async def test_turning_on_a_light_already_on_is_not_done(
-    hass: HomeAssistant,
-    entry: MockConfigEntry,
-    scripted: ScriptedServer,
-    language: str,
-    after: Reply,
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, ending: tuple[str, Reply]
 ) -> None:
+    language, after = ending
     await turn_on_the_kitchen_light(hass)
     scripted.add(tool_calls(("HassTurnOn", {"name": "Kitchen Light"})), after)
 
@@ -156,15 +165,11 @@ async def test_turning_on_a_light_already_on_is_not_done(
     assert speech(result) == ALREADY_ON[language]
 
 
-@pytest.mark.parametrize("language", ["en", "fr"])
-@pytest.mark.parametrize("after", [text("Done."), Reply()], ids=["says-done", "silent"])
+@pytest.mark.parametrize("ending", ENDINGS)
 async def test_a_real_change_is_still_done(
-    hass: HomeAssistant,
-    entry: MockConfigEntry,
-    scripted: ScriptedServer,
-    language: str,
-    after: Reply,
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, ending: tuple[str, Reply]
 ) -> None:
+    language, after = ending
     assert hass.states.get(KITCHEN).state == "off"
     if after.deltas:
         after = text(DONE[language])
@@ -274,11 +279,11 @@ def test_statements_are_not_claims(reply: str) -> None:
 async def test_a_time_that_is_not_the_time_now_is_kept(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
-    scripted.add(text("I cannot set alarms, but 7 o'clock is a fine time to wake up."))
+    reply = "I cannot set alarms, but 7 o'clock is a fine time to wake up."
 
-    result = await converse(hass, entry, "wake me up at 7 o'clock tomorrow")
-
-    assert speech(result) == "I cannot set alarms, but 7 o'clock is a fine time to wake up."
+    assert (
+        await answer_to(hass, entry, scripted, "wake me up at 7 o'clock tomorrow", reply) == reply
+    )
 
 
 @pytest.mark.parametrize("name", ["completion_claims", "clock_questions", "clock_statements"])
