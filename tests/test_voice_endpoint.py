@@ -1491,6 +1491,7 @@ async def test_the_client_leaving_cancels_everything(
     assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
 
 
+@pytest.mark.parametrize("max_pending", [None, 64], ids=["buffers", "both_limits"])
 async def test_a_client_that_stops_reading_is_disconnected(
     *,
     hass: HomeAssistant,
@@ -1499,9 +1500,16 @@ async def test_a_client_that_stops_reading_is_disconnected(
     speech_server: ScriptedWyoming,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    max_pending: int | None,
 ) -> None:
-    """Audio for a client that reads nothing fills the buffers: the connection ends."""
+    """Audio for a client that reads nothing fills the buffers: the connection ends.
+
+    Whichever limit trips first (the send deadline, the outbox: `both_limits` makes the
+    outbox overflow while a send waits) says so, once.
+    """
     monkeypatch.setattr(endpoint, "SEND_TIMEOUT", 0.5)
+    if max_pending is not None:
+        monkeypatch.setattr(endpoint, "MAX_PENDING", max_pending)
     speech_server.seconds_per_char = 5.0  # a sentence of 30 characters: 150 s, 6.6 MB
     scripted.add(text(*LONG_REPLY))
     await voice.send(type="text", text=LONG_QUESTION)

@@ -405,8 +405,14 @@ class VoiceConnection:
         except TimeoutError:
             self._disconnect()
 
-    def _disconnect(self) -> None:
-        """End the connection now: the reading loop ends, and with it everything."""
+    def _disconnect(self, why: str | None = None) -> None:
+        """End the connection now: the reading loop ends, and with it everything.
+
+        `why` is logged, once per connection: a client that stops reading trips both the
+        send deadline and the outbox's limit, whichever comes first says so.
+        """
+        if why is not None and not self._gone:
+            LOGGER.warning("A voice client %s: disconnected", why)
         self._gone = True
         if (transport := self._request.transport) is not None:
             transport.abort()
@@ -425,8 +431,7 @@ class VoiceConnection:
                     else:
                         await self._socket.send_str(item)
             except TimeoutError:
-                LOGGER.warning("A voice client stopped reading: disconnected")
-                self._disconnect()
+                self._disconnect("stopped reading")
             except ConnectionError:
                 self._gone = True
 
@@ -437,8 +442,7 @@ class VoiceConnection:
         if self._gone:
             return
         if self._outbox.qsize() >= MAX_PENDING:
-            LOGGER.warning("A voice client reads too slowly: disconnected")
-            self._disconnect()
+            self._disconnect("reads too slowly")
             return
         self._outbox.put_nowait((generation, item))
 
