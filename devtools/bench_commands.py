@@ -4,6 +4,7 @@
                            [--url URL [--model NAME] [--api-key KEY]] [--ctx 8192]
     scripts/bench commands --agent builtin [--suite FILE] ...
     scripts/bench [--ha 2026.11] commands --agents all|NAME,NAME... [--url URL ...] ...
+    scripts/bench [--ha 2026.11] commands --main-model 1.5b ...   (the cascade)
 
 Each case of the suite is one sentence sent to Majordome in a fresh conversation, on
 the demo house (devtools/house.py) put back in its initial states first, so cases are
@@ -25,8 +26,12 @@ second agent of the same entry), `builtin` (Home Assistant's agent alone) and
 through its flows on the same URL and model with the Assist API, temperature 0 as
 Majordome's, and reached as users reach it: an Assist pipeline per language whose
 agent it is, with "prefer handling commands locally" on, run on text over the
-websocket API). Where the release has no llama_cpp (2025.4), it is reported
-unavailable with the reason. `all` is the four. The table has a row per category and
+websocket API). Its requests go through a proxy that types the tool parameters it
+leaves untyped (a string, as Majordome sends them): llama.cpp refuses the whole request
+otherwise (`--llama-cpp-schemas as-sent` measures it as it is). Where the release has
+no llama_cpp (2025.4), it is reported unavailable with the reason. `--main-model 1.5b`
+starts the embedded 1.5B model as the main model and the 0.5B as Majordome's fast
+model (the cascade); the other agents get the main model. `all` is the four. The table has a row per category and
 language and a column per agent (successes and the median seconds per case), then
 each agent's "done without change" (a request failed, nothing changed, and the reply
 says it was done: one of benchmarks/claims.yaml's phrases and no refusal phrase) and
@@ -84,7 +89,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 import contextlib
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 import difflib
@@ -105,6 +110,8 @@ import openai
 import yaml
 
 from custom_components.majordome.const import (
+    CONF_FAST_MODEL,
+    CONF_FAST_URL,
     CONF_LOCAL_INTENTS,
     CONF_MEMORY_EVERY,
     CONF_TEMPERATURE,
@@ -124,6 +131,7 @@ from devtools.bench_common import (
 )
 from devtools.hass_runner import running_home_assistant
 from devtools.house import HELPER_DOMAINS, Device, Size, async_setup_house, house_devices
+from devtools.model_proxy import ModelProxy, typed_tool_schemas
 from homeassistant.components import conversation
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
 from homeassistant.const import CONF_API_KEY, __version__ as HA_VERSION
@@ -660,6 +668,14 @@ NO_MODEL = "none"  # answered without Home Assistant's sentences nor a model (ru
 
 
 @dataclass(frozen=True)
+class Server:
+    """A model on an OpenAI-compatible server: its base URL and the model's id."""
+
+    url: str
+    model: str
+
+
+@dataclass(frozen=True)
 class Turn:
     """What an agent answered to one sentence."""
 
@@ -678,17 +694,13 @@ class Agent(Protocol):
         """Answer one sentence, in a conversation or a new one."""
 
 
-def answering_model(trace: TurnTrace, default: str) -> str:
-    """The model that gave a Majordome turn's last completion.
+def answering_model(trace: TurnTrace, model: str, fast_model: str = "") -> str:
+    """The model whose completion stood in a Majordome turn.
 
-    A completion's stats or the trace that name their `model` (a fast/main cascade) are
-    read first; otherwise the agent's model answered.
+    The fast one when the trace says the fast model's turn stood (a cascade), else the
+    agent's model.
     """
-    for holder in (*reversed(trace.completions), trace):
-        model = getattr(holder, "model", None)
-        if isinstance(model, str) and model:
-            return model
-    return default
+    return fast_model if fast_model and trace.answered_by == "fast" else model
 
 
 class ConverseAgent:
@@ -704,12 +716,14 @@ class ConverseAgent:
         agent_id: str,
         entry: MajordomeConfigEntry | None = None,
         model: str = "",
+        fast_model: str = "",
     ) -> None:
-        """Remember where to send the sentences."""
+        """Remember where to send the sentences (and the fast model's name, if any)."""
         self.hass = hass
         self.agent_id = agent_id
         self.entry = entry
         self.model = model
+        self.fast_model = fast_model
 
     async def async_turn(self, say: str, language: str, conversation_id: str | None) -> Turn:
         """One turn; Majordome's trace says whether it failed and who answered."""
@@ -728,7 +742,7 @@ class ConverseAgent:
         if trace.local == LocalOutcome.HANDLED:
             answered_by = LOCAL
         elif trace.completions:
-            answered_by = answering_model(trace, self.model)
+            answered_by = answering_model(trace, self.model, self.fast_model)
         else:
             answered_by = NO_MODEL
         return Turn(reply, conversation_id, trace.error, answered_by)
@@ -1188,13 +1202,17 @@ async def async_first_model(url: str, api_key: str | None) -> str:
     return models[0]
 
 
-def _majordome_options(timeout_s: float, local_intents: bool) -> dict[str, Any]:
-    """A Majordome agent's options on the bench."""
+def _majordome_options(
+    timeout_s: float, local_intents: bool, fast: Server | None = None
+) -> dict[str, Any]:
+    """A Majordome agent's options on the bench; `fast`: its fast model's server."""
+    cascade = {} if fast is None else {CONF_FAST_URL: fast.url, CONF_FAST_MODEL: fast.model}
     return {
         CONF_TEMPERATURE: 0.0,
         CONF_TIMEOUT: max(1, math.ceil(timeout_s)),
         CONF_MEMORY_EVERY: 0,  # no background summaries between cases
         CONF_LOCAL_INTENTS: local_intents,
+        **cascade,
     }
 
 
@@ -1305,13 +1323,17 @@ async def async_setup_agents(
     api_key: str | None,
     timeout_s: float,
     client: WebsocketClient | None,
+    fast: Server | None = None,
+    llama_cpp_url: str | None = None,
 ) -> tuple[dict[str, CommandsRunner], dict[str, str]]:
     """Set up the named agents on one server and model: their runners, why others cannot.
 
     majordome: Majordome with every stage; majordome-nolocal: the same without the local
     stage (a second agent of the same entry); builtin: Home Assistant's agent alone;
     llama_cpp: Home Assistant's LLM agent behind pipelines that prefer local commands
-    (`client`: the websocket they run on).
+    (`client`: the websocket they run on; `llama_cpp_url`: its way to the server when
+    not `url`, e.g. through a proxy). With `fast`, Majordome's agents run the cascade:
+    simple requests to that server's model, the rest to `model`.
     """
     if not await async_setup_component(hass, "conversation", {}):
         raise RuntimeError("Home Assistant failed to set up conversation")
@@ -1327,15 +1349,16 @@ async def async_setup_agents(
         assert model is not None
         first, *others = majordomes
         entry = await async_create_entry(
-            hass, url, model, _majordome_options(timeout_s, first == "majordome"), api_key
+            hass, url, model, _majordome_options(timeout_s, first == "majordome", fast), api_key
         )
-        agents[first] = (ConverseAgent(hass, entry.entry_id, entry, model), entry)
+        fast_model = fast.model if fast else ""
+        agents[first] = (ConverseAgent(hass, entry.entry_id, entry, model, fast_model), entry)
         for name in others:
             subentry_id = await async_add_agent(
-                hass, entry.entry_id, name, _majordome_options(timeout_s, name == "majordome")
+                hass, entry.entry_id, name, _majordome_options(timeout_s, name == "majordome", fast)
             )
             agent_id = _entity_of(hass, DOMAIN, subentry_id)
-            agents[name] = (ConverseAgent(hass, agent_id, entry, model), entry)
+            agents[name] = (ConverseAgent(hass, agent_id, entry, model, fast_model), entry)
     if "builtin" in names:
         agents["builtin"] = (ConverseAgent(hass, conversation.HOME_ASSISTANT_AGENT), None)
     if LLAMA_CPP in names and LLAMA_CPP not in unavailable:
@@ -1345,7 +1368,7 @@ async def async_setup_agents(
             raise ValueError("llama_cpp runs through pipelines: it needs a websocket")
         if not await async_setup_component(hass, "assist_pipeline", {}):
             raise RuntimeError("Home Assistant failed to set up assist_pipeline")
-        agent_id = await async_setup_llama_cpp(hass, url, model, api_key)
+        agent_id = await async_setup_llama_cpp(hass, llama_cpp_url or url, model, api_key)
         pipelines = await async_create_pipelines(client, agent_id, "llama.cpp")
         agents[LLAMA_CPP] = (PipelineAgent(client, pipelines, agent_id, model), None)
     runners = {
@@ -1367,20 +1390,32 @@ async def async_side_by_side(
     api_key: str | None,
     timeout_s: float,
     by_agent: bool = False,
+    fast: Server | None = None,
+    typed_llama_cpp: bool = True,
 ) -> dict[str, Any]:
-    """Start Home Assistant with the demo house and the agents, run every case on each."""
+    """Start Home Assistant with the demo house and the agents, run every case on each.
+
+    With `typed_llama_cpp`, llama_cpp reaches the server through a proxy that types its
+    untyped tool parameters (`model_proxy.typed_tool_schemas`), which llama.cpp refuses.
+    """
     async with running_home_assistant(config_dir) as hass, AsyncExitStack() as stack:
         house = await async_setup_house(hass, HOUSE)
         _report(f"house: {len(house.exposed)} exposed entities in {len(house.areas)} areas")
         client = None
+        proxy = None
         if LLAMA_CPP in names and llama_cpp_missing() is None:
             if not await async_setup_component(hass, "websocket_api", {}):
                 raise RuntimeError("Home Assistant failed to set up websocket_api")
             session = await stack.enter_async_context(aiohttp.ClientSession())
             client = await stack.enter_async_context(WebsocketClient.async_connect(hass, session))
+            if typed_llama_cpp and url is not None:
+                proxy = ModelProxy(url, session, rewrite=typed_tool_schemas)
+                await proxy.start()
+                stack.push_async_callback(proxy.stop)
         runners, unavailable = await async_setup_agents(
             hass, house.devices, names,
             url=url, model=model, api_key=api_key, timeout_s=timeout_s, client=client,
+            fast=fast, llama_cpp_url=proxy.url if proxy else None,
         )  # fmt: skip
         for name, reason in unavailable.items():
             _report(f"{name}: unavailable: {reason}")
@@ -1389,6 +1424,11 @@ async def async_side_by_side(
                 _report(f"warm-up: {name}")
                 await runner.async_warm_up()
         results = await async_run_side_by_side(runners, cases, by_agent=by_agent)
+        if proxy is not None:
+            _report(
+                f"llama_cpp: {proxy.rewritten} of {len(proxy.requests)} requests had their"
+                " untyped tool parameters typed as strings"
+            )
     print_side_by_side(results, unavailable)
     return side_by_side_summary(results, unavailable, model)
 
@@ -1401,6 +1441,7 @@ async def async_commands(
     model: str | None,
     api_key: str | None,
     timeout_s: float,
+    fast: Server | None = None,
 ) -> dict[str, Any]:
     """Start Home Assistant with the demo house and one agent, run the cases.
 
@@ -1412,11 +1453,16 @@ async def async_commands(
         entry = None
         if url is not None and model is not None:
             # The model's score, as published: without the local stage.
-            options = _majordome_options(timeout_s, local_intents=False)
+            options = _majordome_options(timeout_s, local_intents=False, fast=fast)
             entry = await async_create_entry(hass, url, model, options, api_key=api_key)
         elif not await async_setup_component(hass, "conversation", {}):
             raise RuntimeError("Home Assistant failed to set up conversation")
-        runner = CommandsRunner(hass, entry, house.devices, timeout_s)
+        agent = None
+        if entry is not None:
+            assert model is not None
+            fast_model = fast.model if fast else ""
+            agent = ConverseAgent(hass, entry.entry_id, entry, model, fast_model)
+        runner = CommandsRunner(hass, entry, house.devices, timeout_s, agent=agent)
         if entry is not None:
             await runner.async_warm_up()
         results = await runner.async_run(cases)
@@ -1446,7 +1492,7 @@ def _agent_list(text: str) -> tuple[str, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, run the suite, print the rows and the JSON line."""
-    from devtools.llm import LocalLlmServer
+    from devtools.llm import DEFAULT_MODEL_NAME, MODEL_NAMES, LocalLlmServer
 
     parser = argparse.ArgumentParser(
         prog="scripts/bench commands",
@@ -1497,6 +1543,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --url: the key, if the server needs one (default: $OPENAI_API_KEY)",
     )
     parser.add_argument("--ctx", type=int, default=8192, help="embedded server context size")
+    parser.add_argument(
+        "--main-model",
+        choices=MODEL_NAMES,
+        default=DEFAULT_MODEL_NAME,
+        help="the embedded main model; another than 0.5b runs Majordome's cascade with the"
+        " embedded 0.5b as its fast model (Home Assistant's llama_cpp gets the main model)",
+    )
+    parser.add_argument(
+        "--llama-cpp-schemas",
+        choices=("typed", "as-sent"),
+        default="typed",
+        help="llama_cpp's tool parameters: typed by a proxy where it leaves them untyped"
+        " (default; llama.cpp refuses untyped ones), or as Home Assistant sends them",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -1507,6 +1567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout must be > 0")
     if args.model and not args.url:
         parser.error("--model needs --url (the embedded server has one model)")
+    if args.url and args.main_model != DEFAULT_MODEL_NAME:
+        parser.error("--main-model is for the embedded servers, not --url")
     if args.agents and args.agent != "majordome":
         parser.error("--agents or --agent, not both")
     if args.order != "case" and not args.agents:
@@ -1532,7 +1594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.monotonic()
 
-    def run(url: str | None, model: str | None, api_key: str | None) -> dict[str, Any]:
+    def run(
+        url: str | None, model: str | None, api_key: str | None, fast: Server | None = None
+    ) -> dict[str, Any]:
         if args.agents:
             return run_in_temp_dir(
                 "commands",
@@ -1545,12 +1609,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     api_key=api_key,
                     timeout_s=args.timeout,
                     by_agent=args.order == "agent",
+                    fast=fast,
+                    typed_llama_cpp=args.llama_cpp_schemas == "typed",
                 ),
             )
         return run_in_temp_dir(
             "commands",
             lambda tmp: async_commands(
-                cases, tmp, url=url, model=model, api_key=api_key, timeout_s=args.timeout
+                cases, tmp, url=url, model=model, api_key=api_key, timeout_s=args.timeout, fast=fast
             ),
         )
 
@@ -1563,9 +1629,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(args.url, model, args.api_key)
     else:
         wait_for_other_llm_servers()
-        with LocalLlmServer(ctx=args.ctx) as server:
+        with ExitStack() as servers:
+            server = servers.enter_context(LocalLlmServer(ctx=args.ctx, model_name=args.main_model))
             _report(f"LLM server: {server.model} at {server.base_url}, n_ctx {args.ctx}")
-            result = run(server.base_url, server.model, None)
+            fast = None
+            if args.main_model != DEFAULT_MODEL_NAME:
+                fast_server = servers.enter_context(LocalLlmServer(ctx=args.ctx))
+                fast = Server(fast_server.base_url, fast_server.model)
+                _report(f"fast model: {fast.model} at {fast.url}")
+            result = run(server.base_url, server.model, None, fast)
     _report(f"wall time: {time.monotonic() - started:.1f} s")
     print_summary(result)
     return 0

@@ -108,10 +108,8 @@ import statistics
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import web
 import imageio_ffmpeg
 import numpy as np
 import openai
@@ -144,6 +142,7 @@ from devtools.bench_common import (
 from devtools.hass_runner import running_home_assistant
 from devtools.house import async_setup_house
 from devtools.llm import LocalLlmServer
+from devtools.model_proxy import ModelProxy
 from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
 from devtools.voice_servers import STT_RATE, VOICE, PiperServer, WhisperServer, spoken_command
 from homeassistant.components import conversation, stt
@@ -216,7 +215,6 @@ TAIL_KEEP_S = 0.05  # kept after the last loud sample (the decay of the last pho
 LEAD_SILENCE_S = 0.3
 SIMPLE = "simple"
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-FORWARDED_HEADERS = frozenset({"Authorization", "Content-Type"})
 
 STT_METADATA = stt.SpeechMetadata(
     language="",  # the pipeline puts its own stt_language here
@@ -869,60 +867,6 @@ async def async_embedded(
 # --- A simple command, all stages ------------------------------------------------------
 
 
-class CountingProxy:
-    """A reverse proxy on loopback in front of a model server, counting what it forwards.
-
-    Majordome's entry points at it, so every request of the entry (chat, side
-    completions, model list) is seen, whatever the server behind it.
-    """
-
-    def __init__(self, upstream: str, session: aiohttp.ClientSession) -> None:
-        parsed = urlsplit(upstream)
-        self._upstream = f"{parsed.scheme}://{parsed.netloc}"
-        self._base_path = parsed.path.rstrip("/")
-        self._session = session
-        self._runner: web.AppRunner | None = None
-        self.url = ""  # the upstream's URL through the proxy (same path)
-        self.requests: list[str] = []  # "METHOD /path", in order
-
-    async def start(self) -> None:
-        """Serve on a free port of 127.0.0.1."""
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}{self._base_path}"
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(f"{request.method} {request.path}")
-        headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
-        async with self._session.request(
-            request.method,
-            self._upstream + request.path_qs,
-            data=await request.read(),
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=EMBEDDED_TIMEOUT_S),
-        ) as upstream:
-            response = web.StreamResponse(
-                status=upstream.status,
-                headers={k: v for k, v in upstream.headers.items() if k in FORWARDED_HEADERS},
-            )
-            await response.prepare(request)
-            async for data in upstream.content.iter_any():
-                await response.write(data)
-            await response.write_eof()
-            return response
-
-
 def first_sentence(reply: str) -> str:
     """The reply up to the end of its first sentence (all of it if it has no end)."""
     match = SENTENCE_END.search(reply)
@@ -965,7 +909,7 @@ def summarize_simple(rounds: Sequence[SimpleRound]) -> dict[str, Any]:
     }
 
 
-async def async_simple_run(bench: Bench, path: str, proxy: CountingProxy) -> PathRun:
+async def async_simple_run(bench: Bench, path: str, proxy: ModelProxy) -> PathRun:
     """One run of one path; no request may reach the model."""
     await async_light_off(bench.hass)
     proxy.requests.clear()
@@ -1002,7 +946,7 @@ async def async_simple(
     """
     hass = bench.hass
     model_url, model_id = model
-    proxy = CountingProxy(model_url, bench.session)
+    proxy = ModelProxy(model_url, bench.session)
     await proxy.start()
     try:
         entry = await async_create_voice_entry(

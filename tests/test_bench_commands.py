@@ -28,6 +28,7 @@ from devtools.bench_commands import (
     Case,
     CommandsRunner,
     HouseReset,
+    Server,
     SuiteError,
     WebsocketClient,
     async_run_side_by_side,
@@ -51,6 +52,8 @@ from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 
 from .helpers import MODEL, user_messages
+
+FAST_MODEL = "fast-model"
 
 DEMO_AREAS, DEMO_DEVICES = house_devices("demo")
 BY_ID = {dev.entity_id: dev for dev in DEMO_DEVICES}
@@ -624,6 +627,7 @@ async def _agents_on_the_demo_house(
     *,
     url: str,
     ws_client: WebSocketGenerator | None = None,
+    fast: Server | None = None,
 ) -> tuple[list[Case], dict[str, CommandsRunner], dict[str, str]]:
     """The demo house, the suite's cases, and the named agents on one server and model
     (through `ws_client`, a websocket client once the house is set up, when given)."""
@@ -633,7 +637,7 @@ async def _agents_on_the_demo_house(
     client = None if ws_client is None else WebsocketClient(await ws_client(hass))
     runners, unavailable = await async_setup_agents(
         hass, house.devices, agents,
-        url=url, model=MODEL, api_key=None, timeout_s=10, client=client,
+        url=url, model=MODEL, api_key=None, timeout_s=10, client=client, fast=fast,
     )  # fmt: skip
     return cases, runners, unavailable
 
@@ -729,6 +733,54 @@ async def test_side_by_side_runs_every_case_on_every_agent(
     assert "done w/o change" in out
     assert f"answered by (majordome): local 50%, {MODEL} 50%" in out
     assert "PASS  en  majordome-nolocal" in out
+
+
+async def test_the_cascade_on_the_bench_reports_each_models_share(
+    hass: HomeAssistant, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """`--main-model 1.5b`: Majordome's agents get the fast model; a short request names
+    a room and goes to it, a long question to the main model; each is counted."""
+    scripted.models = [MODEL, FAST_MODEL]
+    cases, runners, _ = await _agents_on_the_demo_house(
+        hass,
+        tmp_path,
+        "- say: Please turn on the kitchen light\n  language: en\n"
+        "  category: paraphrase\n  expect_states: {light.kitchen_light: 'on'}\n"
+        "- say: Tell me, in a few words, what the temperature is in the bedroom right now\n"
+        "  language: en\n  expect_in_answer: ['18.5']\n",
+        ("majordome-nolocal",),
+        url=scripted.url,
+        fast=Server(scripted.url, FAST_MODEL),
+    )
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Light"})),
+        text("The kitchen light is on."),
+        text("It is 18.5 °C in the bedroom."),
+    )
+
+    results = await async_run_side_by_side(runners, cases)
+    report = side_by_side_summary(results, {}, MODEL)
+
+    agent = report["agents"]["majordome-nolocal"]
+    assert (agent["passed"], agent["total"]) == (2, 2)
+    assert [request["model"] for request in scripted.chat_requests] == [
+        FAST_MODEL,
+        FAST_MODEL,
+        MODEL,
+    ]
+    assert agent["answered_by"] == {
+        FAST_MODEL: {"turns": 1, "share": 0.5},
+        MODEL: {"turns": 1, "share": 0.5},
+    }
+
+
+def test_main_model_is_for_the_embedded_servers() -> None:
+    """`--main-model` picks an embedded model: it makes no sense with `--url`."""
+    from devtools.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["commands", "--url", "http://127.0.0.1:9/v1", "--main-model", "1.5b"])
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.skipif(llama_cpp_missing() is None, reason="this release has the llama_cpp agent")

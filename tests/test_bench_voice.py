@@ -1,23 +1,18 @@
 """The voice bench's parts (devtools/bench_voice.py), not the bench itself.
 
-What a satellite fetches and when, the proxy that counts the model requests of the
-"simple command, all stages" scenario, and that scenario's summary keys.
+What a satellite fetches and when, and the summary keys of the "simple command, all
+stages" scenario (its counting proxy is tested in test_model_proxy).
 """
 
 from __future__ import annotations
 
-import aiohttp
-import openai
-
 from devtools.bench_voice import (
-    CountingProxy,
     PathRun,
     SimpleRound,
     first_sentence,
     satellite_fetch_url,
     summarize_simple,
 )
-from devtools.scripted_server import ScriptedServer, text
 from homeassistant.components.assist_pipeline import PipelineEvent, PipelineEventType
 
 STREAM_URL = "/api/tts_proxy/abc.wav"
@@ -49,36 +44,6 @@ def test_a_reply_that_is_not_streamed_is_fetched_at_tts_end() -> None:
     end = PipelineEvent(PipelineEventType.TTS_END, {"tts_output": {"url": "/api/tts_proxy/x.wav"}})
     assert satellite_fetch_url(end, "") == "/api/tts_proxy/x.wav"
     assert satellite_fetch_url(PipelineEvent(PipelineEventType.TTS_START, {}), STREAM_URL) == ""
-
-
-async def test_the_proxy_forwards_a_streamed_completion_and_counts_it(
-    scripted: ScriptedServer,
-) -> None:
-    """Real HTTP through the proxy: the model list and a streamed reply pass, both counted."""
-    scripted.add(text("Turned ", "on ", "the ", "light."))
-    async with aiohttp.ClientSession() as session:
-        proxy = CountingProxy(scripted.url, session)
-        await proxy.start()
-        try:
-            assert proxy.url.endswith("/v1")
-            assert proxy.requests == []
-            client = openai.AsyncOpenAI(base_url=proxy.url, api_key="k", max_retries=0)
-            try:
-                models = await client.models.list()
-                stream = await client.chat.completions.create(
-                    model=models.data[0].id,
-                    messages=[{"role": "user", "content": "turn on the light"}],
-                    stream=True,
-                )
-                pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
-            finally:
-                await client.close()
-        finally:
-            await proxy.stop()
-    assert "".join(pieces) == "Turned on the light."
-    assert proxy.requests == ["GET /v1/models", "POST /v1/chat/completions"]
-    assert len(scripted.chat_requests) == 1
-    assert scripted.chat_requests[0]["messages"][0]["content"] == "turn on the light"
 
 
 def test_first_sentence_of_the_spoken_answer() -> None:
