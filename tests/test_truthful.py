@@ -197,6 +197,96 @@ async def test_the_local_stage_does_not_claim_a_change_that_did_not_happen(
     assert scripted.chat_requests == []
 
 
+# --- A state the device is not in -----------------------------------------------------------
+
+BEDROOM_LAMP = "light.bedroom_lamp"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (
+            "fr",
+            "Alors allume-la",
+            "La lampe de la chambre est allumée.",
+            "Bedroom Lamp est à l'arrêt.",
+        ),
+        ("en", "and the bedroom?", "The lamp in the bedroom is on now.", "Bedroom Lamp is off."),
+        ("en", "Is the bedroom lamp on?", "Yes, the Bedroom Lamp is on.", "Bedroom Lamp is off."),
+        ("en", "what about the kitchen", "Kitchen light: on", "Kitchen Light is off."),
+    ],
+)
+async def test_a_reply_that_gives_a_device_a_state_it_is_not_in_is_not_heard(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    case: tuple[str, str, str, str],
+) -> None:
+    """The embedded model said the bedroom lamp was on, after "then turn it on", while
+    nothing changed: the user hears the lamp's real state instead."""
+    language, said, reply, truth_said = case
+    assert hass.states.get(BEDROOM_LAMP).state == "off"
+    assert hass.states.get(KITCHEN).state == "off"
+    scripted.add(text(reply))
+
+    result = await converse(hass, entry, said, language=language)
+
+    assert speech(result) == truth_said
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "The Bedroom Lamp is off.",  # true
+        "The bedroom lamp is not on.",  # a negation: not judged
+        "La lampe de la chambre n'est pas allumée.",
+        "Bedroom Lamp is on or off, I cannot tell.",  # both states: not judged
+        "La lumière du salon est allumée.",  # true: Lampe du salon is on
+        "The kitchen light is off.",  # true
+        "The lamp is on.",  # no device named
+    ],
+)
+async def test_a_true_or_unclear_state_is_kept(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, reply: str
+) -> None:
+    assert await answer_to(hass, entry, scripted, "is the bedroom lamp on?", reply) == reply
+
+
+async def test_a_state_the_turn_just_set_is_true(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The model turned the lamp on and says it is on: kept (the state is read after the
+    turn's change)."""
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Bedroom Lamp"})),
+        text("The Bedroom Lamp is now on."),
+    )
+
+    result = await converse(hass, entry, "turn on the bedroom lamp")
+
+    assert hass.states.get(BEDROOM_LAMP).state == "on"
+    assert speech(result) == "The Bedroom Lamp is now on."
+
+
+def test_stated_states_need_the_name_then_the_state_nearby() -> None:
+    names = {"light.a": ["Kitchen Light", "cooker lamp"], "switch.b": ["Sèche-serviettes"]}
+    assert truth.stated_states("The cooker lamp is now on.", names) == {"light.a": "on"}
+    assert truth.stated_states("Le sèche-serviettes est éteint.", names) == {"switch.b": "off"}
+    assert truth.stated_states("On, the kitchen light.", names) == {}  # the state came first
+    assert truth.stated_states("The kitchen light is in the kitchen, on the left.", names) == {}
+    assert truth.stated_states("Kitchen light isn't on.", names) == {}
+
+
+@pytest.mark.parametrize("name", ["state_words", "device_kinds"])
+def test_the_word_lists_are_normalised(name: str) -> None:
+    for entry in read_list(name):
+        key, _, listed = entry.partition(":")
+        assert key.strip(), entry
+        assert listed.strip(), entry
+        for part in listed.split("|"):
+            assert normalize(part) == " ".join(part.split()), entry
+
+
 # --- The date and the time come from the clock -------------------------------------------
 
 

@@ -7,12 +7,16 @@ script the turn started). An action that succeeded but changed nothing (the ligh
 on already) is said as such, and a model that claims it did something in a turn where
 nothing changed ("Done.", "C'est fait.", "I've turned on...") is not passed on.
 
+A reply that names an exposed device and gives it a state it is not in ("La lampe de
+la chambre est allumée." while it is off) is replaced by the device's real state.
+
 A reply that states a date, a year or a time while no clock tool ran this turn came
 from the model's memory ("Nous sommes à l'année 2023."): the clock's own sentence is
 said instead.
 
-The phrases are data (phrases/completion_claims.txt, clock_questions.txt,
-clock_statements.txt), matched on whole normalised words, without regular expressions.
+The phrases are data (phrases/completion_claims.txt, state_words.txt,
+clock_questions.txt, clock_statements.txt), matched on whole normalised words, without
+regular expressions.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from homeassistant.components import conversation
+from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.const import EVENT_CALL_SERVICE, EVENT_STATE_CHANGED, EVENT_STATE_REPORTED
 from homeassistant.core import CALLBACK_TYPE, Context, Event, HomeAssistant, callback
+from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er
 
 from . import compat, tools
 from .metacognition import normalize, read_list
@@ -40,6 +46,36 @@ _NOT_THE_HOUSE: Final = frozenset({"conversation", "assist_satellite", "stt", "t
 _QUERY_TOOLS: Final = frozenset({*tools.SPOKEN_TOOLS, "GetLiveContext"})
 
 _CLAIMS: Final = tuple(f" {phrase} " for phrase in read_list("completion_claims"))
+# How many words after a device's name its stated state may come ("is now on").
+STATE_WINDOW: Final = 4
+
+
+def _state_words() -> dict[str, frozenset[str]]:
+    """phrases/state_words.txt: "on", "off" and "negation", each a set of words."""
+    kinds: dict[str, frozenset[str]] = {}
+    for line in read_list("state_words"):
+        kind, _, listed = line.partition(":")
+        kinds[kind.strip()] = frozenset(listed.split())
+    return kinds
+
+
+_STATE_WORDS: Final = _state_words()
+
+
+def _device_kinds() -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """phrases/device_kinds.txt: the kind words per domain, and what joins kind and area."""
+    kinds: dict[str, tuple[str, ...]] = {}
+    between: tuple[str, ...] = ()
+    for line in read_list("device_kinds"):
+        key, _, listed = line.partition(":")
+        if key.strip() == "between":
+            between = tuple(" ".join(part.split()) for part in listed.split("|"))
+        else:
+            kinds[key.strip()] = tuple(listed.split())
+    return kinds, between
+
+
+_KINDS, _BETWEEN = _device_kinds()
 _STATEMENTS: Final = tuple(f" {phrase} " for phrase in read_list("clock_statements"))
 
 
@@ -189,7 +225,11 @@ async def async_truthful(
     language = user_input.language
     if claimed:
         return await _async_check_claim(watch, evidence, language)
-    if isinstance(answer, str) and not evidence.clock_read:
+    if not isinstance(answer, str):
+        return None
+    if stated := await _async_check_states(watch, evidence, answer, language):
+        return stated
+    if not evidence.clock_read:
         return await _async_check_clock(watch.hass, user_input.text, answer, language)
     return None
 
@@ -218,6 +258,111 @@ async def _async_unchanged(
         if state is not None and state.state in ("on", "off"):
             return await tools.async_sentence(hass, language, f"unchanged_{state.state}", name=name)
     return await tools.async_sentence(hass, language, "unchanged")
+
+
+def stated_states(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """The states ("on", "off") the reply gives the named devices: {entity_id: state}.
+
+    `names` maps each device to its names. A state word counts when it comes within
+    STATE_WINDOW words after a name, with no negation word before it; a device given
+    both states is left out (the reply is not clear enough to judge).
+    """
+    said = normalize(reply).split()
+    found: dict[str, set[str]] = {}
+    for entity_id, given in names.items():
+        for name in {tuple(normalize(name).split()) for name in given} - {()}:
+            for start in range(len(said) - len(name) + 1):
+                if tuple(said[start : start + len(name)]) != name:
+                    continue
+                end = start + len(name)
+                if (state := _state_after(said[end : end + STATE_WINDOW])) is not None:
+                    found.setdefault(entity_id, set()).add(state)
+    return {entity_id: states.pop() for entity_id, states in found.items() if len(states) == 1}
+
+
+def _state_after(window: list[str]) -> str | None:
+    """The state the window's words give, up to a negation; None if none or both."""
+    states: set[str] = set()
+    for word in window:
+        if word in _STATE_WORDS["negation"]:
+            break
+        states.update(state for state in ("on", "off") if word in _STATE_WORDS[state])
+    return states.pop() if len(states) == 1 else None
+
+
+def _on_off_devices(hass: HomeAssistant) -> dict[str, list[str]]:
+    """The exposed devices whose state is "on" or "off": {entity_id: their names}.
+
+    Their names and aliases; and, for the one device of its domain in its area, its
+    kind in the area ("lampe de la chambre", "bedroom lamp"; see device_kinds.txt).
+    """
+    entities, devices_registry = er.async_get(hass), dr.async_get(hass)
+    areas = ar.async_get(hass)
+    devices: dict[str, list[str]] = {}
+    by_area: dict[tuple[str, str], list[str]] = {}
+    for state in hass.states.async_all():
+        if state.state not in ("on", "off"):
+            continue
+        if not async_should_expose(hass, conversation.DOMAIN, state.entity_id):
+            continue
+        names = [state.name]
+        if (entry := entities.async_get(state.entity_id)) is not None:
+            names.extend(alias for alias in entry.aliases if isinstance(alias, str))
+            area_id = entry.area_id
+            if area_id is None and entry.device_id is not None:
+                device = devices_registry.async_get(entry.device_id)
+                area_id = device.area_id if device is not None else None
+            if area_id is not None:
+                by_area.setdefault((area_id, state.domain), []).append(state.entity_id)
+        devices[state.entity_id] = names
+    for (area_id, domain), [entity_id] in (
+        (key, found) for key, found in by_area.items() if len(found) == 1
+    ):
+        if (area := areas.async_get_area(area_id)) is not None:
+            devices[entity_id].extend(_kind_names(domain, [area.name, *area.aliases]))
+    return devices
+
+
+def _kind_names(domain: str, area_names: Iterable[str]) -> list[str]:
+    """A device called by its kind in its area: "bedroom lamp", "lampe de la chambre"."""
+    return [
+        phrase
+        for area in area_names
+        for kind in _KINDS.get(domain, ())
+        for phrase in (
+            f"{area} {kind}",
+            f"{kind} {area}",
+            *(f"{kind} {joint} {area}" for joint in _BETWEEN),
+        )
+    ]
+
+
+async def _async_check_states(
+    watch: ChangeWatch, evidence: Evidence, reply: str, language: str | None
+) -> OwnAnswer | None:
+    """The devices' real states, for a reply that gives one a state it is not in."""
+    words = set(normalize(reply).split())
+    if not words & (_STATE_WORDS["on"] | _STATE_WORDS["off"]):
+        return None  # no state said: no need to read the house
+    hass = watch.hass
+    stated = stated_states(reply, _on_off_devices(hass))
+    if not stated:
+        return None
+    if evidence.targets and not watch.changed:
+        with contextlib.suppress(TimeoutError):
+            await watch.async_settle(entity_id for entity_id, _ in evidence.targets)
+    wrong = []
+    for entity_id, state in stated.items():
+        current = hass.states.get(entity_id)
+        if current is not None and current.state in ("on", "off") and current.state != state:
+            wrong.append((current.name, current.state))
+    if not wrong:
+        return None
+    sentences = [
+        await tools.async_sentence(hass, language, f"state_{state}", name=name)
+        for name, state in wrong
+    ]
+    return ("", " ".join(sentences))
 
 
 async def _async_check_clock(
