@@ -358,7 +358,8 @@ async def test_runner_passes_fails_and_resets(
     out, err = capsys.readouterr()
     assert out.splitlines()[1].startswith("FAIL  en")
     assert "Turn on the kitchen light" in out
-    assert "reply: 'The kitchen light is on.'" in err
+    # The model's false "The kitchen light is on." is not heard (truth.py).
+    assert "reply: 'Kitchen Light is off.'" in err
     assert "FAIL: unexpected change: light.bedroom_lamp off -> on" in err
     assert not scripted.replies
 
