@@ -1099,13 +1099,28 @@ def summary(results: Sequence[CaseResult], agent: str = "majordome") -> dict[str
 
 
 def answered_by(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
-    """Who answered the turns: LOCAL, NO_MODEL or each model, with its share of the turns."""
+    """Who answered the turns: LOCAL, NO_MODEL or each model, with its share of the turns.
+
+    Each case also counts for whoever answered its last turn: `cases`, `passed` and
+    `median_s` (the whole case's time), e.g. how fast and how right the requests Home
+    Assistant's sentences answered were.
+    """
     counts = Counter(who for r in results for who in r.answered_by if who)
     total = sum(counts.values())
-    return {
-        who: {"turns": turns, "share": round(turns / total, 3)}
-        for who, turns in counts.most_common()
-    }
+    by_last: dict[str, list[CaseResult]] = {}
+    for result in results:
+        if result.answered_by and result.answered_by[-1]:
+            by_last.setdefault(result.answered_by[-1], []).append(result)
+    report: dict[str, dict[str, Any]] = {}
+    for who, turns in counts.most_common():
+        report[who] = {"turns": turns, "share": round(turns / total, 3)}
+        if cases := by_last.get(who):
+            report[who].update(
+                cases=len(cases),
+                passed=sum(r.passed for r in cases),
+                median_s=round(statistics.median(r.seconds for r in cases), 3),
+            )
+    return report
 
 
 def side_by_side_summary(
@@ -1160,6 +1175,11 @@ def print_side_by_side(
     for name in names:
         shares = ", ".join(
             f"{who} {100 * share['share']:.0f}%"
+            + (
+                f" ({share['passed']}/{share['cases']} passed, median {share['median_s']:.3f} s)"
+                if "cases" in share
+                else ""
+            )
             for who, share in reports[name]["answered_by"].items()
         )
         print(f"answered by ({name}): {shares or '-'}")

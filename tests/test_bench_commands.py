@@ -55,6 +55,12 @@ from .helpers import MODEL, user_messages
 
 FAST_MODEL = "fast-model"
 
+
+def shares(agent: dict[str, Any]) -> dict[str, tuple[int, float]]:
+    """Who answered an agent's turns: (turns, share of the turns)."""
+    return {who: (a["turns"], a["share"]) for who, a in agent["answered_by"].items()}
+
+
 DEMO_AREAS, DEMO_DEVICES = house_devices("demo")
 BY_ID = {dev.entity_id: dev for dev in DEMO_DEVICES}
 
@@ -717,12 +723,14 @@ async def test_side_by_side_runs_every_case_on_every_agent(
         "majordome-nolocal": 0,
         "builtin": 0,
     }
-    assert agents["majordome"]["answered_by"] == {
-        "local": {"turns": 1, "share": 0.5},
-        MODEL: {"turns": 1, "share": 0.5},
-    }
-    assert agents["majordome-nolocal"]["answered_by"] == {MODEL: {"turns": 2, "share": 1.0}}
-    assert agents["builtin"]["answered_by"] == {"local": {"turns": 2, "share": 1.0}}
+    assert shares(agents["majordome"]) == {"local": (1, 0.5), MODEL: (1, 0.5)}
+    assert shares(agents["majordome-nolocal"]) == {MODEL: (2, 1.0)}
+    assert shares(agents["builtin"]) == {"local": (2, 1.0)}
+    # Each case also counts for whoever answered it: how right, how fast.
+    local = agents["majordome"]["answered_by"]["local"]
+    assert (local["cases"], local["passed"]) == (1, 1)
+    assert 0 < local["median_s"] < agents["majordome"]["answered_by"][MODEL]["median_s"] + 5
+    assert agents["majordome"]["answered_by"][MODEL]["passed"] == 0
     assert agents["builtin"]["categories"]["paraphrase"]["passed"] == 0
     assert (report["bench"], report["model"]) == ("commands", MODEL)
     out = capsys.readouterr().out
@@ -732,7 +740,9 @@ async def test_side_by_side_runs_every_case_on_every_agent(
     assert rows["command"][0::2] == ["1/1", "1/1", "1/1"]
     assert rows["paraphrase"][0::2] == ["0/1", "1/1", "0/1"]
     assert "done w/o change" in out
-    assert f"answered by (majordome): local 50%, {MODEL} 50%" in out
+    answered = next(line for line in out.splitlines() if line.startswith("answered by (majordome)"))
+    assert answered.startswith("answered by (majordome): local 50% (1/1 passed, median ")
+    assert f", {MODEL} 50% (0/1 passed, median " in answered
     assert "PASS  en  majordome-nolocal" in out
 
 
@@ -769,10 +779,7 @@ async def test_the_cascade_on_the_bench_reports_each_models_share(
         FAST_MODEL,
         MODEL,
     ]
-    assert agent["answered_by"] == {
-        FAST_MODEL: {"turns": 1, "share": 0.5},
-        MODEL: {"turns": 1, "share": 0.5},
-    }
+    assert shares(agent) == {FAST_MODEL: (1, 0.5), MODEL: (1, 0.5)}
 
 
 def test_main_model_is_for_the_embedded_servers() -> None:
@@ -878,12 +885,12 @@ async def test_command_line_runs_all_agents_side_by_side(
     unfounded = {name: a.get("done_without_change") for name, a in agents.items()}
     if (reason := llama_cpp_missing()) is None:
         assert passed == {"majordome": 1, "majordome-nolocal": 0, "builtin": 1, "llama_cpp": 1}
-        assert agents["llama_cpp"]["answered_by"] == {"local": {"turns": 1, "share": 1.0}}
+        assert shares(agents["llama_cpp"]) == {"local": (1, 1.0)}
     else:
         assert passed == {"majordome": 1, "majordome-nolocal": 0, "builtin": 1, "llama_cpp": None}
         assert agents["llama_cpp"]["unavailable"] == reason
     assert unfounded["majordome-nolocal"] == 1
-    assert agents["majordome"]["answered_by"] == {"local": {"turns": 1, "share": 1.0}}
+    assert shares(agents["majordome"]) == {"local": (1, 1.0)}
     assert "warm-up turn (not counted)" in err.decode()
     assert any(line.startswith("done w/o change") for line in lines)
 
