@@ -268,6 +268,73 @@ async def test_a_state_the_turn_just_set_is_true(
     assert speech(result) == "The Bedroom Lamp is now on."
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        (
+            "en",
+            "How warm is it in the kitchen?",
+            "The temperature in the kitchen is 25 degrees Celsius.",
+            "Kitchen Temperature is 21.5 °C.",
+        ),
+        (
+            "fr",
+            "Quel est le taux d'humidité dans la chambre d'amis ?",
+            "Le taux d'humidité dans la chambre d'amis est de 25 %.",
+            "Humidité de la chambre d'amis : 48 %.",
+        ),
+        (
+            "fr",
+            "Il fait combien au salon ?",
+            "La température du salon est de 23,5 degrés.",
+            "Température du salon : 19 °C.",
+        ),
+    ],
+)
+async def test_a_sensor_value_the_model_made_up_is_not_heard(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    case: tuple[str, str, str, str],
+) -> None:
+    """The embedded model answered "25" for a humidity of 48, with no tool call: the
+    user hears the sensor's value."""
+    language, said, reply, truth_said = case
+    scripted.add(text(reply))
+
+    result = await converse(hass, entry, said, language=language)
+
+    assert speech(result) == truth_said
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "The kitchen temperature is 21.5 °C.",
+        "It's about 22 degrees in the kitchen: the kitchen temperature is 22.",  # rounded
+        "La température du salon est de 19 degrés.",
+        "The temperature in the kitchen is not 30 degrees.",  # a negation
+        "Set the temperature in the kitchen to 25 degrees?",  # no sensor named first
+    ],
+)
+async def test_a_true_or_rounded_value_is_kept(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, reply: str
+) -> None:
+    assert await answer_to(hass, entry, scripted, "how warm is it?", reply) == reply
+
+
+def test_stated_numbers_read_decimals_and_stop_at_a_negation() -> None:
+    names = {"sensor.t": ["kitchen temperature"], "sensor.h": ["humidité de la cuisine"]}
+    assert truth.stated_numbers("The kitchen temperature is 21.5 °C", names) == {"sensor.t": 21.5}
+    assert truth.stated_numbers("L'humidité de la cuisine est de 48,25 %", names) == {
+        "sensor.h": 48.25
+    }
+    assert truth.stated_numbers("The kitchen temperature is not 30", names) == {}
+    assert truth.stated_numbers("The kitchen temperature, as you asked, is 21", names) == {}
+    assert truth.close_enough(22, 21.5)
+    assert not truth.close_enough(25, 21.5)
+
+
 def test_stated_states_need_the_name_then_the_state_nearby() -> None:
     names = {"light.a": ["Kitchen Light", "cooker lamp"], "switch.b": ["Sèche-serviettes"]}
     assert truth.stated_states("The cooker lamp is now on.", names) == {"light.a": "on"}

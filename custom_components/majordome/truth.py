@@ -8,7 +8,8 @@ on already) is said as such, and a model that claims it did something in a turn 
 nothing changed ("Done.", "C'est fait.", "I've turned on...") is not passed on.
 
 A reply that names an exposed device and gives it a state it is not in ("La lampe de
-la chambre est allumée." while it is off) is replaced by the device's real state.
+la chambre est allumée." while it is off), or a sensor's value far from its own ("25"
+for a humidity of 48), is replaced by the device's real state.
 
 A reply that states a date, a year or a time while no clock tool ran this turn came
 from the model's memory ("Nous sommes à l'année 2023."): the clock's own sentence is
@@ -22,19 +23,21 @@ regular expressions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 import contextlib
 from dataclasses import dataclass, field
+import math
 from typing import Any, Final
 
 from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.const import EVENT_CALL_SERVICE, EVENT_STATE_CHANGED, EVENT_STATE_REPORTED
-from homeassistant.core import CALLBACK_TYPE, Context, Event, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, Context, Event, HomeAssistant, State, callback
 from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er
 
 from . import compat, tools
 from .metacognition import normalize, read_list
+from .prompt import base_language
 
 # How long an action that reported success may take to show in the states: Home
 # Assistant's intents wait 0.2 s for a service, then let it finish in the background.
@@ -260,6 +263,28 @@ async def _async_unchanged(
     return await tools.async_sentence(hass, language, "unchanged")
 
 
+def _windows(
+    said: list[str], names: Mapping[str, Iterable[str]]
+) -> Iterator[tuple[str, list[str]]]:
+    """(entity_id, the words after one of its names) for each name the words hold."""
+    for entity_id, given in names.items():
+        for name in {tuple(normalize(name).split()) for name in given} - {()}:
+            for start in range(len(said) - len(name) + 1):
+                if tuple(said[start : start + len(name)]) == name:
+                    end = start + len(name)
+                    # One word more: the decimals of a number at the window's end.
+                    yield entity_id, said[end : end + STATE_WINDOW + 1]
+
+
+def _until_negation(window: list[str], *stops: str) -> list[str]:
+    """The window up to a negation word (or a word of the other `stops` lists)."""
+    ends = _STATE_WORDS["negation"].union(*(_STATE_WORDS[stop] for stop in stops))
+    for index, word in enumerate(window):
+        if word in ends:
+            return window[:index]
+    return window
+
+
 def stated_states(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, str]:
     """The states ("on", "off") the reply gives the named devices: {entity_id: state}.
 
@@ -267,41 +292,74 @@ def stated_states(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, s
     STATE_WINDOW words after a name, with no negation word before it; a device given
     both states is left out (the reply is not clear enough to judge).
     """
-    said = normalize(reply).split()
     found: dict[str, set[str]] = {}
-    for entity_id, given in names.items():
-        for name in {tuple(normalize(name).split()) for name in given} - {()}:
-            for start in range(len(said) - len(name) + 1):
-                if tuple(said[start : start + len(name)]) != name:
-                    continue
-                end = start + len(name)
-                if (state := _state_after(said[end : end + STATE_WINDOW])) is not None:
-                    found.setdefault(entity_id, set()).add(state)
+    for entity_id, window in _windows(normalize(reply).split(), names):
+        words = _until_negation(window[:STATE_WINDOW])
+        for state in ("on", "off"):
+            if _STATE_WORDS[state].intersection(words):
+                found.setdefault(entity_id, set()).add(state)
     return {entity_id: states.pop() for entity_id, states in found.items() if len(states) == 1}
 
 
-def _state_after(window: list[str]) -> str | None:
-    """The state the window's words give, up to a negation; None if none or both."""
-    states: set[str] = set()
-    for word in window:
-        if word in _STATE_WORDS["negation"]:
-            break
-        states.update(state for state in ("on", "off") if word in _STATE_WORDS[state])
-    return states.pop() if len(states) == 1 else None
+def stated_numbers(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, float]:
+    """The values the reply gives the named sensors: {entity_id: value}.
+
+    The first number within STATE_WINDOW words after a name, no negation nor setting
+    word ("to", "sur": a value to set, not a reading) before it ("21.5" and "21,5" are
+    normalised to "21 5": a second group of one or two digits is its decimals); a
+    sensor given two different values is left out.
+    """
+    found: dict[str, set[float]] = {}
+    for entity_id, window in _windows(normalize(reply).split(), names):
+        words = _until_negation(window, "setting")
+        for index, word in enumerate(words[:STATE_WINDOW]):
+            if word.isdigit():
+                decimals = words[index + 1] if index + 1 < len(words) else ""
+                tail = f".{decimals}" if decimals.isdigit() and len(decimals) <= 2 else ""
+                found.setdefault(entity_id, set()).add(float(word + tail))
+                break
+    return {entity_id: values.pop() for entity_id, values in found.items() if len(values) == 1}
 
 
-def _on_off_devices(hass: HomeAssistant) -> dict[str, list[str]]:
-    """The exposed devices whose state is "on" or "off": {entity_id: their names}.
+def close_enough(stated: float, value: float) -> bool:
+    """Whether a spoken value is the sensor's, rounded as people round ("22" for 21.5)."""
+    return abs(stated - value) <= 0.5 + 0.02 * abs(value)
 
-    Their names and aliases; and, for the one device of its domain in its area, its
-    kind in the area ("lampe de la chambre", "bedroom lamp"; see device_kinds.txt).
+
+def _number(state: str) -> float | None:
+    try:
+        value = float(state)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _kind(state: State) -> str | None:
+    """What the check judges of a device, as a kind of device_kinds.txt; None: nothing.
+
+    Its domain when it is on or off; "sensor.<device class>" for a sensor whose value is
+    a number, not below zero ("-5" loses its sign when normalised).
+    """
+    if state.state in ("on", "off"):
+        return state.domain
+    if state.domain == "sensor" and (value := _number(state.state)) is not None and value >= 0:
+        return f"sensor.{state.attributes.get('device_class') or ''}"
+    return None
+
+
+def _house_devices(hass: HomeAssistant) -> dict[str, list[str]]:
+    """The exposed devices the check judges: {entity_id: their names}.
+
+    On/off devices and numeric sensors (see `_kind`): their names and aliases; and, for
+    the one device of its kind in its area, its kind in the area ("lampe de la chambre",
+    "bedroom lamp", "temperature in the kitchen"; see device_kinds.txt).
     """
     entities, devices_registry = er.async_get(hass), dr.async_get(hass)
     areas = ar.async_get(hass)
     devices: dict[str, list[str]] = {}
     by_area: dict[tuple[str, str], list[str]] = {}
     for state in hass.states.async_all():
-        if state.state not in ("on", "off"):
+        if (kind := _kind(state)) is None:
             continue
         if not async_should_expose(hass, conversation.DOMAIN, state.entity_id):
             continue
@@ -313,26 +371,26 @@ def _on_off_devices(hass: HomeAssistant) -> dict[str, list[str]]:
                 device = devices_registry.async_get(entry.device_id)
                 area_id = device.area_id if device is not None else None
             if area_id is not None:
-                by_area.setdefault((area_id, state.domain), []).append(state.entity_id)
+                by_area.setdefault((area_id, kind), []).append(state.entity_id)
         devices[state.entity_id] = names
-    for (area_id, domain), [entity_id] in (
+    for (area_id, kind), [entity_id] in (
         (key, found) for key, found in by_area.items() if len(found) == 1
     ):
         if (area := areas.async_get_area(area_id)) is not None:
-            devices[entity_id].extend(_kind_names(domain, [area.name, *area.aliases]))
+            devices[entity_id].extend(_kind_names(kind, [area.name, *area.aliases]))
     return devices
 
 
-def _kind_names(domain: str, area_names: Iterable[str]) -> list[str]:
+def _kind_names(kind: str, area_names: Iterable[str]) -> list[str]:
     """A device called by its kind in its area: "bedroom lamp", "lampe de la chambre"."""
     return [
         phrase
         for area in area_names
-        for kind in _KINDS.get(domain, ())
+        for word in _KINDS.get(kind, ())
         for phrase in (
-            f"{area} {kind}",
-            f"{kind} {area}",
-            *(f"{kind} {joint} {area}" for joint in _BETWEEN),
+            f"{area} {word}",
+            f"{word} {area}",
+            *(f"{word} {joint} {area}" for joint in _BETWEEN),
         )
     ]
 
@@ -340,29 +398,46 @@ def _kind_names(domain: str, area_names: Iterable[str]) -> list[str]:
 async def _async_check_states(
     watch: ChangeWatch, evidence: Evidence, reply: str, language: str | None
 ) -> OwnAnswer | None:
-    """The devices' real states, for a reply that gives one a state it is not in."""
-    words = set(normalize(reply).split())
-    if not words & (_STATE_WORDS["on"] | _STATE_WORDS["off"]):
-        return None  # no state said: no need to read the house
+    """The devices' real states, for a reply that gives one a state or value it is not in."""
+    words = normalize(reply).split()
+    if not (_STATE_WORDS["on"] | _STATE_WORDS["off"]).intersection(words) and not any(
+        word.isdigit() for word in words
+    ):
+        return None  # no state nor number said: no need to read the house
     hass = watch.hass
-    stated = stated_states(reply, _on_off_devices(hass))
-    if not stated:
-        return None
+    devices = _house_devices(hass)
     if evidence.targets and not watch.changed:
         with contextlib.suppress(TimeoutError):
             await watch.async_settle(entity_id for entity_id, _ in evidence.targets)
-    wrong = []
-    for entity_id, state in stated.items():
+    wrong: list[tuple[str, State]] = []
+    for entity_id, stated in stated_states(reply, devices).items():
         current = hass.states.get(entity_id)
-        if current is not None and current.state in ("on", "off") and current.state != state:
-            wrong.append((current.name, current.state))
+        if current is not None and current.state in ("on", "off") and current.state != stated:
+            wrong.append((f"state_{current.state}", current))
+    for entity_id, number in stated_numbers(reply, devices).items():
+        current = hass.states.get(entity_id)
+        value = None if current is None else _number(current.state)
+        if current is not None and value is not None and not close_enough(number, value):
+            wrong.append(("state_value", current))
     if not wrong:
         return None
     sentences = [
-        await tools.async_sentence(hass, language, f"state_{state}", name=name)
-        for name, state in wrong
+        await tools.async_sentence(
+            hass, language, key, name=state.name, value=_spoken_value(state, language)
+        )
+        for key, state in wrong
     ]
     return ("", " ".join(sentences))
+
+
+def _spoken_value(state: State, language: str | None) -> str:
+    """A sensor's value with its unit, with a decimal comma in French ("21,5 °C")."""
+    number = _number(state.state)
+    value = state.state if number is None else f"{number:g}"
+    if base_language(language) == "fr":
+        value = value.replace(".", ",")
+    unit = state.attributes.get("unit_of_measurement")
+    return f"{value} {unit}" if unit else value
 
 
 async def _async_check_clock(
