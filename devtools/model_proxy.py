@@ -100,9 +100,12 @@ class ModelProxy:
                 headers={k: v for k, v in upstream.headers.items() if k in FORWARDED_HEADERS},
             )
             await response.prepare(request)
-            async for data in upstream.content.iter_any():
-                await response.write(data)
-            await response.write_eof()
+            try:
+                async for data in upstream.content.iter_any():
+                    await response.write(data)
+                await response.write_eof()
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                pass  # the client left before the end (a check that read the start only)
             return response
 
 

@@ -7,13 +7,15 @@ leaves untyped, which llama.cpp refuses (the scoreboard's reference agent).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import aiohttp
 import openai
+import pytest
 
 from devtools.model_proxy import ModelProxy, Rewrite, typed_schema, typed_tool_schemas
-from devtools.scripted_server import ScriptedServer, text
+from devtools.scripted_server import Reply, ScriptedServer, text
 
 MUTE_TOOL = {
     "type": "function",
@@ -134,3 +136,24 @@ def test_typed_tool_schemas_keep_everything_but_the_parameters() -> None:
     assert typed["tools"][1:] == [odd, "not a tool"]
     assert typed["tools"][0]["function"]["name"] == "HassMediaPlayerMute"
     assert typed_tool_schemas({"model": "m"}) == {"model": "m"}
+
+
+async def test_a_client_that_leaves_mid_stream_leaves_no_error(
+    scripted: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check that reads the start of an endless stream, then leaves: the proxy stops
+    without an error in the log, and serves the next request."""
+    scripted.add(Reply(deltas=[{"content": "a"}], forever=True, chunk_delay_s=0.01))
+    scripted.add(text("Still here."))
+    async with aiohttp.ClientSession() as session:
+        proxy = ModelProxy(scripted.url, session)
+        await proxy.start()
+        try:
+            body = {"model": "m", "messages": [], "stream": True}
+            async with session.post(f"{proxy.url}/chat/completions", json=body) as response:
+                assert (await response.content.readline()).startswith(b"data:")
+            async with session.post(f"{proxy.url}/chat/completions", json=body) as response:
+                assert b"Still here." in await response.read()
+        finally:
+            await proxy.stop()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
