@@ -630,6 +630,30 @@ async def test_tool_call_written_as_text_is_run(
     assert history[-2] == {"role": "assistant", "content": "It is noon."}
 
 
+async def test_json_written_beside_real_tool_calls_does_not_end_the_turn(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The 1.5B model on llama.cpp sent a call both as text and as a tool call: the call
+    runs and the text is neither spoken nor kept (it ended the turn, "no answer")."""
+    echo = '{\n  "name": "get_time",\n  "arguments": {}\n}'
+    call = tool_calls(("get_time", {}))
+    scripted.add(
+        Reply(deltas=[{"content": echo}, *call.deltas], finish_reason="tool_calls"),
+        text("It is noon."),
+    )
+    deltas: list[dict[str, Any]] = []
+
+    result = await converse(hass, entry, "What time is it?", deltas=deltas)
+
+    assert speech(result) == "It is noon."
+    assert len(scripted.chat_requests) == 2
+    assistant, tool = scripted.chat_requests[-1]["messages"][-2:]
+    assert assistant["content"] == ""
+    assert [c["function"]["name"] for c in assistant["tool_calls"]] == ["get_time"]
+    assert tool["role"] == "tool"
+    assert '"name"' not in str([delta.get("content") for delta in deltas])
+
+
 async def test_json_reply_that_is_not_a_call_is_not_spoken(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:
