@@ -244,6 +244,8 @@ async def test_a_reply_that_gives_a_device_a_state_it_is_not_in_is_not_heard(
         "La lumière du salon est allumée.",  # true: Lampe du salon is on
         "The kitchen light is off.",  # true
         "The lamp is on.",  # no device named
+        "Shall I turn the bedroom lamp on? Just say so.",  # a question states nothing
+        "Bedroom Lamp. On the other side, the blinds are open.",  # another sentence
     ],
 )
 async def test_a_true_or_unclear_state_is_kept(
@@ -331,6 +333,7 @@ def test_stated_numbers_read_decimals_and_stop_at_a_negation() -> None:
     }
     assert truth.stated_numbers("The kitchen temperature is not 30", names) == {}
     assert truth.stated_numbers("The kitchen temperature, as you asked, is 21", names) == {}
+    assert truth.stated_numbers("Is the kitchen temperature 30? It is 21.5.", names) == {}
     assert truth.close_enough(22, 21.5)
     assert not truth.close_enough(25, 21.5)
 

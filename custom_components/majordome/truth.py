@@ -276,6 +276,24 @@ def _windows(
                     yield entity_id, said[end : end + STATE_WINDOW + 1]
 
 
+def _statements(reply: str) -> list[list[str]]:
+    """The reply's sentences that are not questions, each as its normalised words.
+
+    A sentence ends at ".", "!" or "?" followed by a space or the end ("21.5" stays one
+    number); a question ("Shall I turn the kitchen light off?") states nothing.
+    """
+    sentences: list[list[str]] = []
+    start = 0
+    for index, char in enumerate(reply):
+        end_of_text = index + 1 == len(reply)
+        if char in ".!?" and (end_of_text or reply[index + 1].isspace()):
+            if char != "?":
+                sentences.append(normalize(reply[start:index]).split())
+            start = index + 1
+    sentences.append(normalize(reply[start:]).split())
+    return [words for words in sentences if words]
+
+
 def _until_negation(window: list[str], *stops: str) -> list[str]:
     """The window up to a negation word (or a word of the other `stops` lists)."""
     ends = _STATE_WORDS["negation"].union(*(_STATE_WORDS[stop] for stop in stops))
@@ -289,11 +307,13 @@ def stated_states(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, s
     """The states ("on", "off") the reply gives the named devices: {entity_id: state}.
 
     `names` maps each device to its names. A state word counts when it comes within
-    STATE_WINDOW words after a name, with no negation word before it; a device given
-    both states is left out (the reply is not clear enough to judge).
+    STATE_WINDOW words after a name in the same sentence, with no negation word before
+    it; questions state nothing; a device given both states is left out (the reply is
+    not clear enough to judge).
     """
     found: dict[str, set[str]] = {}
-    for entity_id, window in _windows(normalize(reply).split(), names):
+    windows = (window for said in _statements(reply) for window in _windows(said, names))
+    for entity_id, window in windows:
         words = _until_negation(window[:STATE_WINDOW])
         for state in ("on", "off"):
             if _STATE_WORDS[state].intersection(words):
@@ -310,7 +330,8 @@ def stated_numbers(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, 
     sensor given two different values is left out.
     """
     found: dict[str, set[float]] = {}
-    for entity_id, window in _windows(normalize(reply).split(), names):
+    windows = (window for said in _statements(reply) for window in _windows(said, names))
+    for entity_id, window in windows:
         words = _until_negation(window, "setting")
         for index, word in enumerate(words[:STATE_WINDOW]):
             if word.isdigit():
