@@ -654,6 +654,21 @@ async def test_json_written_beside_real_tool_calls_does_not_end_the_turn(
     assert '"name"' not in str([delta.get("content") for delta in deltas])
 
 
+async def test_a_tool_result_echoed_beside_tool_calls_still_ends_the_turn(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The 0.5B model echoed a tool result as JSON and llama.cpp read calls from it: that
+    is no answer, and the calls do not run (they would fill the context and repeat)."""
+    echo = '{"speech": {}, "response_type": "action_done", "data": {"success": []}}'
+    call = tool_calls(("get_time", {}))
+    scripted.add(Reply(deltas=[{"content": echo}, *call.deltas], finish_reason="tool_calls"))
+
+    result = await converse(hass, entry, "What time is it?")
+
+    assert speech(result) == sentence("empty_reply")
+    assert len(scripted.chat_requests) == 1
+
+
 async def test_json_reply_that_is_not_a_call_is_not_spoken(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:

@@ -689,12 +689,12 @@ async def async_stream_completion(
         elif text.lstrip()[:1] in ("{", "["):
             # A sentence never opens with a brace: small models echo tool results as
             # JSON. Held back, it never reaches a listener (the Assist dialog, a voice
-            # reply being spoken) nor the history. Beside real tool calls it is their
-            # echo (llama.cpp leaves a call's text in the content too): the calls run.
-            # Alone, the model gave no answer.
-            if not calls:
+            # reply being spoken) nor the history. Calls written beside the same calls
+            # made for real are their echo (llama.cpp leaves a call's text in the
+            # content too): the calls run. Anything else: the model gave no answer.
+            if not (calls and tool_calls_in_text(text, tool_names)):
                 raise BackendError(ErrorKind.EMPTY_REPLY, f"a reply that is JSON: {text[:200]}")
-            LOGGER.debug("Dropped JSON written beside %d tool call(s): %s", len(calls), text[:200])
+            LOGGER.debug("Dropped the text of %d tool call(s) made for real", len(calls))
         elif text.strip():
             produced = True
             yield {"content": text}
