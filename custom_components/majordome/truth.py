@@ -237,12 +237,17 @@ async def async_truthful(
     return None
 
 
-async def _async_check_claim(
-    watch: ChangeWatch, evidence: Evidence, language: str | None
-) -> OwnAnswer | None:
+async def _async_settle(watch: ChangeWatch, evidence: Evidence) -> None:
+    """Give the actions the tools reported their time to show (at most SETTLE_TIMEOUT)."""
     if evidence.targets and not watch.changed:
         with contextlib.suppress(TimeoutError):
             await watch.async_settle(entity_id for entity_id, _ in evidence.targets)
+
+
+async def _async_check_claim(
+    watch: ChangeWatch, evidence: Evidence, language: str | None
+) -> OwnAnswer | None:
+    await _async_settle(watch, evidence)
     if watch.changed or evidence.other_action:
         return None
     if not evidence.targets:
@@ -263,12 +268,26 @@ async def _async_unchanged(
     return await tools.async_sentence(hass, language, "unchanged")
 
 
-def _windows(
-    said: list[str], names: Mapping[str, Iterable[str]]
+def _name_words(names: Mapping[str, Iterable[str]]) -> dict[str, set[tuple[str, ...]]]:
+    """Each device's names as normalised words, read once per reply."""
+    return {
+        entity_id: {tuple(normalize(name).split()) for name in given} - {()}
+        for entity_id, given in names.items()
+    }
+
+
+def _windows(reply: str, names: Mapping[str, Iterable[str]]) -> Iterator[tuple[str, list[str]]]:
+    """(entity_id, the words after one of its names) for each name a statement holds."""
+    named = _name_words(names)
+    for said in _statements(reply):
+        yield from _windows_in(said, named)
+
+
+def _windows_in(
+    said: list[str], named: Mapping[str, set[tuple[str, ...]]]
 ) -> Iterator[tuple[str, list[str]]]:
-    """(entity_id, the words after one of its names) for each name the words hold."""
-    for entity_id, given in names.items():
-        for name in {tuple(normalize(name).split()) for name in given} - {()}:
+    for entity_id, words in named.items():
+        for name in words:
             for start in range(len(said) - len(name) + 1):
                 if tuple(said[start : start + len(name)]) == name:
                     end = start + len(name)
@@ -312,8 +331,7 @@ def stated_states(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, s
     not clear enough to judge).
     """
     found: dict[str, set[str]] = {}
-    windows = (window for said in _statements(reply) for window in _windows(said, names))
-    for entity_id, window in windows:
+    for entity_id, window in _windows(reply, names):
         words = _until_negation(window[:STATE_WINDOW])
         for state in ("on", "off"):
             if _STATE_WORDS[state].intersection(words):
@@ -330,8 +348,7 @@ def stated_numbers(reply: str, names: Mapping[str, Iterable[str]]) -> dict[str, 
     sensor given two different values is left out.
     """
     found: dict[str, set[float]] = {}
-    windows = (window for said in _statements(reply) for window in _windows(said, names))
-    for entity_id, window in windows:
+    for entity_id, window in _windows(reply, names):
         words = _until_negation(window, "setting")
         for index, word in enumerate(words[:STATE_WINDOW]):
             if word.isdigit():
@@ -427,9 +444,7 @@ async def _async_check_states(
         return None  # no state nor number said: no need to read the house
     hass = watch.hass
     devices = _house_devices(hass)
-    if evidence.targets and not watch.changed:
-        with contextlib.suppress(TimeoutError):
-            await watch.async_settle(entity_id for entity_id, _ in evidence.targets)
+    await _async_settle(watch, evidence)
     wrong: list[tuple[str, State]] = []
     for entity_id, stated in stated_states(reply, devices).items():
         current = hass.states.get(entity_id)
