@@ -98,6 +98,33 @@ async def test_a_command_home_assistant_knows_is_handled_without_the_model(
     assert trace.completions == []
 
 
+# (language, command, temperature): Home Assistant 2025.4 sets a thermostat's
+# temperature outside the turn's context; Home Assistant's own answer stays.
+THERMOSTAT = [
+    ("fr", "Mets le thermostat du salon à 19 degrés", 19),
+    ("en", "set the living room temperature to 23 degrees", 23),
+]
+
+
+@pytest.mark.parametrize("case", THERMOSTAT, ids=[command for _, command, _ in THERMOSTAT])
+async def test_a_change_made_outside_the_turns_context_is_still_a_change(
+    hass: HomeAssistant,
+    house: None,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    case: tuple[str, str, int],
+) -> None:
+    language, command, temperature = case
+
+    result = await converse(hass, entry, command, language=language)
+
+    thermostat = hass.states.get("climate.thermostat_du_salon")
+    assert thermostat.attributes["temperature"] == temperature
+    assert local_outcome(entry) == local.LocalOutcome.HANDLED
+    assert str(temperature) in speech(result)  # "Température réglée sur 19 degrés"
+    assert scripted.chat_requests == []
+
+
 async def test_the_answer_is_in_the_users_language(
     hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
 ) -> None:

@@ -121,7 +121,9 @@ class ChangeWatch:
 
     Opened when the turn starts, closed when it ends. Contexts are followed from the
     turn's to its children (a script's service calls), so a change made on the turn's
-    behalf counts, and nothing else does.
+    behalf counts. So does a change of an entity an action reported acting on, in
+    whatever context: some of Home Assistant's intents call their service without the
+    turn's context (2025.4's HassClimateSetTemperature).
     """
 
     def __init__(self, hass: HomeAssistant, context: Context) -> None:
@@ -130,6 +132,7 @@ class ChangeWatch:
         self._ours: set[str] = {context.id}
         self.changed: set[str] = set()
         self._written: set[str] = set()  # changed, or written again unchanged
+        self._changed_elsewhere: set[str] = set()  # changed in a context not ours
         self._moved = asyncio.Event()
         self._unsubs: list[CALLBACK_TYPE] = [
             hass.bus.async_listen(EVENT_CALL_SERVICE, self._async_on_event),
@@ -140,10 +143,13 @@ class ChangeWatch:
     @callback
     def _async_on_event(self, event: Event[Any]) -> None:
         context = event.context
+        entity_id = event.data.get("entity_id")
         if context.id not in self._ours and context.parent_id not in self._ours:
+            if event.event_type == EVENT_STATE_CHANGED and isinstance(entity_id, str):
+                self._changed_elsewhere.add(entity_id)
+                self._moved.set()
             return
         self._ours.add(context.id)
-        entity_id = event.data.get("entity_id")
         if not isinstance(entity_id, str):
             return  # a service call: its context's children are ours too
         self._written.add(entity_id)
@@ -151,11 +157,15 @@ class ChangeWatch:
             self.changed.add(entity_id)
         self._moved.set()
 
+    def changed_any(self, targets: Iterable[str]) -> bool:
+        """Whether the turn changed something, or one of these targets changed."""
+        return bool(self.changed) or not self._changed_elsewhere.isdisjoint(targets)
+
     async def async_settle(self, entity_ids: Iterable[str]) -> None:
         """Wait (at most SETTLE_TIMEOUT) until a change, or until every target was written."""
         pending = set(entity_ids)
         async with asyncio.timeout(SETTLE_TIMEOUT):
-            while not self.changed and not pending <= self._written:
+            while not self.changed_any(pending) and not pending <= self._written:
                 self._moved.clear()
                 await self._moved.wait()
 
@@ -239,16 +249,20 @@ async def async_truthful(
 
 async def _async_settle(watch: ChangeWatch, evidence: Evidence) -> None:
     """Give the actions the tools reported their time to show (at most SETTLE_TIMEOUT)."""
-    if evidence.targets and not watch.changed:
+    if evidence.targets and not watch.changed_any(_ids(evidence)):
         with contextlib.suppress(TimeoutError):
-            await watch.async_settle(entity_id for entity_id, _ in evidence.targets)
+            await watch.async_settle(_ids(evidence))
+
+
+def _ids(evidence: Evidence) -> list[str]:
+    return [entity_id for entity_id, _ in evidence.targets]
 
 
 async def _async_check_claim(
     watch: ChangeWatch, evidence: Evidence, language: str | None
 ) -> OwnAnswer | None:
     await _async_settle(watch, evidence)
-    if watch.changed or evidence.other_action:
+    if watch.changed_any(_ids(evidence)) or evidence.other_action:
         return None
     if not evidence.targets:
         return ("not_done", "")
