@@ -23,16 +23,21 @@ from devtools.house import async_setup_house
 from devtools.scripted_server import ScriptedServer, text
 from homeassistant.components.assist_pipeline import async_update_pipeline
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
+from homeassistant.components.conversation.default_agent import DefaultAgent
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import intent
 from homeassistant.setup import async_setup_component
 
 from .helpers import agent_entity_id, converse, speech, user_messages
 
+# Home Assistant 2026.10+: the built-in agent's gazetteer fallback.
+HAS_GAZETTEER = hasattr(DefaultAgent, "_async_gazetteer_fallback")
+
 KITCHEN = "light.kitchen_light"
 GARAGE = "light.garage_light"
 GUEST_CEILING = "light.plafonnier_de_la_chambre_d_amis"
 SALON_LAMP = "light.lampe_du_salon"
+OFFICE_LAMP = "light.lampe_du_bureau"
 
 
 @pytest.fixture
@@ -146,7 +151,28 @@ async def test_an_unexposed_entity_is_not_touched_and_goes_to_the_model(
     assert hass.states.get(GARAGE).state == "off"
     assert speech(result) == "I cannot control that light."
     assert len(scripted.chat_requests) == 1
-    assert local_outcome(entry) == local.LocalOutcome.NO_MATCH
+    # No sentence matches an unexposed name; from 2026.10 the gazetteer refuses it.
+    assert local_outcome(entry) == (
+        local.LocalOutcome.FAILED if HAS_GAZETTEER else local.LocalOutcome.NO_MATCH
+    )
+
+
+async def test_a_wording_without_a_sentence_is_taken_by_the_gazetteer_where_there_is_one(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """Home Assistant has no sentence for "dim ... to N percent" with the lamp called
+    by its area; from 2026.10 its gazetteer reads it, and the local stage takes it."""
+    scripted.add(text("The model's turn."))
+
+    result = await converse(hass, entry, "Dim the office lamp to 30 percent")
+
+    if not HAS_GAZETTEER:
+        assert local_outcome(entry) == local.LocalOutcome.NO_MATCH
+        assert speech(result) == "The model's turn."
+        return
+    assert local_outcome(entry) == local.LocalOutcome.HANDLED
+    assert round(hass.states.get(OFFICE_LAMP).attributes["brightness"] / 2.55) == 30
+    assert scripted.chat_requests == []
 
 
 async def test_no_match_goes_to_the_model_with_a_clean_history(

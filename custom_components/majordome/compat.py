@@ -18,6 +18,9 @@ Found by feature detection, in one place: the rest of the code speaks one dialec
   takes the chat log from 2026.x (and records its tool call and result there), not in
   2025.4. The pipeline's "prefer handling commands locally" leaves its failed attempt and
   the question a second time in the chat log on 2026.x (`drop_pipeline_attempt`).
+  From 2026.10 the built-in agent falls back on a gazetteer of the home (English) for
+  wordings and near-miss names its sentences do not have; `async_gazetteer_intents`
+  runs it where it exists.
 - Devices: moved onto a config subentry with `add_`/`remove_config_subentry_id` until
   2025.6, `new_config_subentry_id` later; found by identifier with `async_get_device`
   until 2026.9, `async_get_device_by_identifier` (scoped to one entry) later. The former
@@ -36,6 +39,7 @@ from typing import Any
 from hassil.recognize import RecognizeResult
 
 from homeassistant.components import conversation
+from homeassistant.components.conversation.agent_manager import get_agent_manager
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import chat_session, device_registry as dr, intent, llm
@@ -291,6 +295,24 @@ async def async_handle_intents(
     )
     args = (hass, user_input, chat_log) if _INTENTS_TAKE_CHAT_LOG else (hass, user_input)
     return await handle(*args, intent_filter=intent_filter)
+
+
+async def async_gazetteer_intents(
+    hass: HomeAssistant, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
+) -> intent.IntentResponse | None:
+    """The built-in agent's gazetteer fallback (2026.10+), run if it is sure; None if not.
+
+    It reads a sentence against the exposed entities, areas and floors, acts only on an
+    interpretation it accepts and can answer, and refuses the rest (an error response).
+    None: no gazetteer in this release or language, or nothing recognised.
+    """
+    agent = getattr(get_agent_manager(hass), "default_agent", None)
+    fallback: Callable[..., Awaitable[intent.IntentResponse | None]] | None = getattr(
+        agent, "_async_gazetteer_fallback", None
+    )
+    if fallback is None:
+        return None
+    return await fallback(None, user_input, chat_log)
 
 
 def pipeline_tried_locally(hass: HomeAssistant, context: Context) -> bool:

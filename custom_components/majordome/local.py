@@ -2,7 +2,10 @@
 
 A command Home Assistant recognises exactly (strict matching on exposed entities, what
 the pipeline's "prefer handling commands locally" runs) is carried out by Home
-Assistant and answered in its words, in the user's language, in milliseconds. Anything
+Assistant and answered in its words, in the user's language, in milliseconds. From
+2026.10 (English), a sentence with no match goes to the built-in agent's gazetteer,
+which reads wordings and near-miss names the sentences lack, on exposed entities, and
+acts only on what it accepts; what it refuses goes on to the model. Anything
 else goes on to the model, with the chat log as it was: no match, a matching error, and
 Home Assistant's failure answers ("An unexpected error occurred") are never heard.
 """
@@ -73,6 +76,8 @@ async def async_try(
     length = len(chat_log.content)
     try:
         response = await compat.async_handle_intents(hass, user_input, chat_log, _not_a_command)
+        if response is None:
+            response = await compat.async_gazetteer_intents(hass, user_input, chat_log)
     except Exception:  # noqa: BLE001 - the model takes the turn instead
         LOGGER.debug("Local intent matching failed for %r", user_input.text[:200], exc_info=True)
         del chat_log.content[length:]
