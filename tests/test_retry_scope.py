@@ -46,11 +46,18 @@ async def house(hass: HomeAssistant) -> None:
 
 
 async def turn_on(
-    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, arguments: dict[str, Any]
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    arguments: dict[str, Any],
+    said: str = "turn it on",
 ) -> dict[str, Any]:
-    """The model calls HassTurnOn with these arguments; return the tool's result."""
+    """The model calls HassTurnOn with these arguments; return the tool's result.
+
+    What the user said names no device by default: only the call's target counts.
+    """
     scripted.add(tool_calls(("HassTurnOn", arguments)), text("Right."))
-    await converse(hass, entry, "turn on the lamp in the kitchen")
+    await converse(hass, entry, said)
     [result] = tool_messages(scripted.chat_requests[1])
     return dict(json.loads(result["content"]))
 
@@ -102,3 +109,106 @@ async def test_a_retry_still_narrows_to_the_named_light(
     assert hass.states.get(KITCHEN_LIGHT).state == "on"
     assert hass.states.get(BEDROOM_LAMP).state == "off"
     assert result["response_type"] == "action_done"
+
+
+@pytest.mark.usefixtures("house")
+@pytest.mark.parametrize("name", ["Bedroom Lamp", "lamp"])
+async def test_the_device_the_user_named_is_the_one_a_failed_call_reaches(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, name: str
+) -> None:
+    """What the user said, "the lamp in the kitchen", names one device: a call that shares a word with it
+    and matched nothing reaches it, never the bedroom's lamp."""
+    result = await turn_on(
+        hass, entry, scripted, {"name": name, "area": "Kitchen"}, "turn on the lamp in the kitchen"
+    )
+
+    assert hass.states.get(KITCHEN_LIGHT).state == "on"
+    assert hass.states.get(BEDROOM_LAMP).state == "off"
+    assert result["response_type"] == "action_done"
+
+
+@pytest.mark.usefixtures("house")
+@pytest.mark.parametrize(
+    ("said", "arguments"),
+    [
+        # Two devices named: which one the call meant is not known.
+        ("turn on the kitchen light and the bedroom lamp", {"name": "lights"}),
+        # The call shares no word with what the user named.
+        ("turn on the lamp in the kitchen", {"name": "Bedroom", "area": "Bedroom"}),
+        # The garage light is not exposed: the user's words name no device.
+        ("turn on the garage light", {"name": "garage light"}),
+    ],
+    ids=["two-named", "no-shared-word", "unexposed"],
+)
+async def test_a_failed_call_is_not_aimed_at_a_device_the_user_did_not_name_alone(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    said: str,
+    arguments: dict[str, Any],
+) -> None:
+    def house() -> dict[str, str]:
+        return {state.entity_id: state.state for state in hass.states.async_all("light")}
+
+    before = house()
+
+    result = await turn_on(hass, entry, scripted, arguments, said)
+
+    assert result["error"] == "MatchFailedError"
+    assert house() == before
+
+
+# Calls the embedded 0.5B model made (HA 2026.11, seed 42), and what they were for.
+RECORDED = [
+    (
+        "Dim the office lamp to 30 percent",
+        "HassLightSet",
+        {
+            "name": "Office Lamp",
+            "area": "Kitchen",
+            "floor": "Living Room",
+            "domain": ["light"],
+            "color": "white",
+            "temperature": 30,
+            "brightness": 50,
+        },
+        "light.lampe_du_bureau",
+        {"state": "on", "brightness": 76},
+    ),
+    (
+        "Open the garage door",
+        "HassTurnOn",
+        {"name": "garage", "area": "door", "floor": "outside", "device_class": ["garage"]},
+        "cover.porte_du_garage",
+        {"state": "open"},
+    ),
+    (
+        "It's so stuffy in the study, get the fan going",
+        "HassTurnOn",
+        {"name": "fan", "area": "fan", "floor": "chambre", "domain": ["light"]},
+        "switch.ventilateur_du_bureau",
+        {"state": "on"},
+    ),
+]
+
+
+@pytest.mark.usefixtures("house")
+@pytest.mark.parametrize("case", RECORDED, ids=[case[0] for case in RECORDED])
+async def test_a_small_models_garbled_call_reaches_the_device_the_user_named(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    case: tuple[str, str, dict[str, Any], str, dict[str, Any]],
+) -> None:
+    said, tool, arguments, entity_id, expected = case
+    scripted.add(tool_calls((tool, arguments)), text("Done."))
+
+    await converse(hass, entry, said)
+
+    state = hass.states.get(entity_id)
+    assert {"state": state.state, **state.attributes} | expected == {
+        "state": state.state,
+        **state.attributes,
+    }
+    [result] = tool_messages(scripted.chat_requests[1])
+    assert json.loads(result["content"])["response_type"] == "action_done"

@@ -29,9 +29,10 @@ from homeassistant.helpers import (
 )
 from homeassistant.util import dt as dt_util, slugify
 
-from . import compat
+from . import compat, names
 from .const import DOMAIN, INVALID_ARGUMENTS_KEY, LOGGER, MAJORDOME_API_ID
 from .memory import AUTHOR, MemoryStore, one_line
+from .metacognition import normalize
 from .prompt import base_language
 
 # Day and month names for the languages Majordome speaks; others get English.
@@ -285,20 +286,8 @@ class MajordomeAPIInstance(llm.APIInstance):
             result = await super().async_call_tool(
                 llm.ToolInput(tool_name=tool_input.tool_name, tool_args=arguments, id=tool_input.id)
             )
-        except intent.MatchFailedError:
-            # Small models decorate a right target with made-up ones ("Kitchen Light"
-            # on floor "Kitchen", area "Living Room" on floor "Chambre d'amis"), or
-            # write the entity's id as its name ("hallway_light"). Try once with the
-            # most specific target (the name, as the entity's real name, else the
-            # area) and the places that exist, keeping the settings; exposure rules
-            # still apply.
-            retry = _most_specific_target(self.api.hass, arguments)
-            if retry == arguments:
-                raise
-            LOGGER.debug("No match for %s; retrying with %s", arguments, retry)
-            result = await super().async_call_tool(
-                llm.ToolInput(tool_name=tool_input.tool_name, tool_args=retry, id=tool_input.id)
-            )
+        except intent.MatchFailedError as err:
+            result = await self._async_retry(tool_input, arguments, err)
         if compat.base_tool_name(tool_input.tool_name) == DATE_TIME_TOOL:
             # Home Assistant's own clock (2025.11+), made ready to say like ours.
             now = dt_util.now()
@@ -310,6 +299,37 @@ class MajordomeAPIInstance(llm.APIInstance):
                 date=spoken_date(now, self.llm_context.language),
             )
         return result
+
+    async def _async_retry(
+        self, tool_input: llm.ToolInput, arguments: dict[str, Any], err: intent.MatchFailedError
+    ) -> Any:
+        """Call again a tool whose target matched nothing, with a target that may.
+
+        Small models decorate a right target with made-up ones ("Kitchen Light" on floor
+        "Kitchen", area "Living Room" on floor "Chambre d'amis"), write the entity's id
+        as its name ("hallway_light"), or the user's words for its name ("Office Lamp"
+        in area "Kitchen" for "the office lamp"). Tried in turn: the most specific
+        target (the name, as the entity's real name, else the area) and the places that
+        exist; then the one device the user named. The settings stay; exposure rules
+        still apply.
+        """
+        hass = self.api.hass
+        tried = [arguments]
+        for retry in (
+            _most_specific_target(hass, arguments),
+            _named_target(hass, arguments, self.utterance),
+        ):
+            if retry is None or retry in tried:
+                continue
+            tried.append(retry)
+            LOGGER.debug("No match for %s; retrying with %s", arguments, retry)
+            try:
+                return await super().async_call_tool(
+                    llm.ToolInput(tool_name=tool_input.tool_name, tool_args=retry, id=tool_input.id)
+                )
+            except intent.MatchFailedError as retry_err:
+                err = retry_err
+        raise err
 
 
 MAX_ECHOED_NAME = 64  # characters of an unknown tool's name said back to the model
@@ -341,6 +361,55 @@ def _most_specific_target(hass: HomeAssistant, arguments: dict[str, Any]) -> dic
     if isinstance(name := retry.get("name"), str) and len(names := _exposed_names(hass, name)) == 1:
         retry["name"] = names.pop()
     return retry
+
+
+# What a call targets; only the first three are the model's words for the device.
+_TARGET_KEYS = ("name", "area", "floor", "domain", "device_class")
+_TARGET_WORDS = _TARGET_KEYS[:3]
+
+
+def _named_target(
+    hass: HomeAssistant, arguments: dict[str, Any], utterance: str
+) -> dict[str, Any] | None:
+    """The call aimed at the one device the user named, if the call meant it.
+
+    The user's words name exactly one exposed device (by its name, an alias, its kind
+    in its area or alone: names.py), and the call's target shares a word with what the
+    user called it: "Office Lamp" in area "Kitchen" for "dim the office lamp", "garage"
+    for "open the garage door". None otherwise, or when another device has its name.
+    """
+    named = names.named_in(utterance, names.device_names(hass)) if utterance else {}
+    if len(named) != 1:
+        return None
+    [(entity_id, said)] = named.items()
+    meant = {
+        word
+        for key in _TARGET_WORDS
+        for value in _as_list(arguments.get(key))
+        for word in normalize(str(value)).split()
+    }
+    state = hass.states.get(entity_id)
+    if state is None or meant.isdisjoint(said) or _namesakes(hass, state.name) > 1:
+        return None
+    kept = {key: value for key, value in arguments.items() if key not in _TARGET_KEYS}
+    return {**kept, "name": state.name}
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _namesakes(hass: HomeAssistant, name: str) -> int:
+    """How many exposed entities are called `name` (any case)."""
+    wanted = name.casefold()
+    return sum(
+        1
+        for state in hass.states.async_all()
+        if state.name.casefold() == wanted
+        and async_should_expose(hass, conversation.DOMAIN, state.entity_id)
+    )
 
 
 def _is_a_place(hass: HomeAssistant, key: str, value: Any) -> bool:
@@ -400,13 +469,28 @@ _COLOR_WORDS = {
 }
 
 
+_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:%|percent|per cent|pour ?cent)")
+
+
 def _said_settings(tool_name: str, arguments: dict[str, Any], utterance: str) -> dict[str, Any]:
-    """HassLightSet's arguments without the settings a slot-filling model made up."""
+    """HassLightSet's arguments without the settings a slot-filling model made up.
+
+    A percentage the user said is a brightness, wherever the model put it ("30
+    percent" as a color temperature of 30).
+    """
+    if compat.base_tool_name(tool_name) != "HassLightSet" or not utterance:
+        return arguments
+    percents = {float(n.replace(",", ".")) for n in _PERCENT.findall(utterance.casefold())}
+    temperature = arguments.get("temperature")
     if (
-        compat.base_tool_name(tool_name) != "HassLightSet"
-        or not utterance
-        or not {"color", "temperature"} <= arguments.keys()
+        isinstance(temperature, int | float)
+        and float(temperature) in percents
+        and arguments.get("brightness") not in percents
     ):
+        arguments = {key: value for key, value in arguments.items() if key != "temperature"}
+        arguments["brightness"] = temperature
+        LOGGER.debug("HassLightSet: the percentage said is a brightness: %s", arguments)
+    elif not {"color", "temperature"} <= arguments.keys():
         return arguments
     said = {key: value for key, value in arguments.items() if key not in _LIGHT_SETTINGS}
     said.update(

@@ -30,12 +30,10 @@ import math
 from typing import Any, Final
 
 from homeassistant.components import conversation
-from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.const import EVENT_CALL_SERVICE, EVENT_STATE_CHANGED, EVENT_STATE_REPORTED
 from homeassistant.core import CALLBACK_TYPE, Context, Event, HomeAssistant, State, callback
-from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er
 
-from . import compat, tools
+from . import compat, names as names_module, tools
 from .metacognition import normalize, read_list
 from .prompt import base_language
 
@@ -65,20 +63,6 @@ def _state_words() -> dict[str, frozenset[str]]:
 _STATE_WORDS: Final = _state_words()
 
 
-def _device_kinds() -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
-    """phrases/device_kinds.txt: the kind words per domain, and what joins kind and area."""
-    kinds: dict[str, tuple[str, ...]] = {}
-    between: tuple[str, ...] = ()
-    for line in read_list("device_kinds"):
-        key, _, listed = line.partition(":")
-        if key.strip() == "between":
-            between = tuple(" ".join(part.split()) for part in listed.split("|"))
-        else:
-            kinds[key.strip()] = tuple(listed.split())
-    return kinds, between
-
-
-_KINDS, _BETWEEN = _device_kinds()
 _STATEMENTS: Final = tuple(f" {phrase} " for phrase in read_list("clock_statements"))
 
 
@@ -282,17 +266,9 @@ async def _async_unchanged(
     return await tools.async_sentence(hass, language, "unchanged")
 
 
-def _name_words(names: Mapping[str, Iterable[str]]) -> dict[str, set[tuple[str, ...]]]:
-    """Each device's names as normalised words, read once per reply."""
-    return {
-        entity_id: {tuple(normalize(name).split()) for name in given} - {()}
-        for entity_id, given in names.items()
-    }
-
-
 def _windows(reply: str, names: Mapping[str, Iterable[str]]) -> Iterator[tuple[str, list[str]]]:
     """(entity_id, the words after one of its names) for each name a statement holds."""
-    named = _name_words(names)
+    named = names_module.name_words(names)
     for said in _statements(reply):
         yield from _windows_in(said, named)
 
@@ -386,65 +362,21 @@ def _number(state: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _kind(state: State) -> str | None:
-    """What the check judges of a device, as a kind of device_kinds.txt; None: nothing.
+def _judged(state: State) -> bool:
+    """Whether the check judges what a reply says of a device.
 
-    Its domain when it is on or off; "sensor.<device class>" for a sensor whose value is
-    a number, not below zero ("-5" loses its sign when normalised).
+    When it is on or off, or a sensor whose value is a number, not below zero ("-5"
+    loses its sign when normalised).
     """
     if state.state in ("on", "off"):
-        return state.domain
-    if state.domain == "sensor" and (value := _number(state.state)) is not None and value >= 0:
-        return f"sensor.{state.attributes.get('device_class') or ''}"
-    return None
+        return True
+    value = _number(state.state) if state.domain == "sensor" else None
+    return value is not None and value >= 0
 
 
 def _house_devices(hass: HomeAssistant) -> dict[str, list[str]]:
-    """The exposed devices the check judges: {entity_id: their names}.
-
-    On/off devices and numeric sensors (see `_kind`): their names and aliases; and, for
-    the one device of its kind in its area, its kind in the area ("lampe de la chambre",
-    "bedroom lamp", "temperature in the kitchen"; see device_kinds.txt).
-    """
-    entities, devices_registry = er.async_get(hass), dr.async_get(hass)
-    areas = ar.async_get(hass)
-    devices: dict[str, list[str]] = {}
-    by_area: dict[tuple[str, str], list[str]] = {}
-    for state in hass.states.async_all():
-        if (kind := _kind(state)) is None:
-            continue
-        if not async_should_expose(hass, conversation.DOMAIN, state.entity_id):
-            continue
-        names = [state.name]
-        if (entry := entities.async_get(state.entity_id)) is not None:
-            names.extend(alias for alias in entry.aliases if isinstance(alias, str))
-            area_id = entry.area_id
-            if area_id is None and entry.device_id is not None:
-                device = devices_registry.async_get(entry.device_id)
-                area_id = device.area_id if device is not None else None
-            if area_id is not None:
-                by_area.setdefault((area_id, kind), []).append(state.entity_id)
-        devices[state.entity_id] = names
-    for (area_id, kind), [entity_id] in (
-        (key, found) for key, found in by_area.items() if len(found) == 1
-    ):
-        if (area := areas.async_get_area(area_id)) is not None:
-            devices[entity_id].extend(_kind_names(kind, [area.name, *area.aliases]))
-    return devices
-
-
-def _kind_names(kind: str, area_names: Iterable[str]) -> list[str]:
-    """A device called by its kind in its area: "bedroom lamp", "lampe de la chambre"."""
-    return [
-        phrase
-        for area in area_names
-        for word in _KINDS.get(kind, ())
-        for phrase in (
-            f"{area} {word}",
-            f"{word} {area}",
-            *(f"{word} {joint} {area}" for joint in _BETWEEN),
-        )
-    ]
+    """The exposed devices the check judges: {entity_id: their names}."""
+    return names_module.device_names(hass, _judged)
 
 
 async def _async_check_states(
