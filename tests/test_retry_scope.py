@@ -112,7 +112,7 @@ async def test_a_retry_still_narrows_to_the_named_light(
 
 
 @pytest.mark.usefixtures("house")
-@pytest.mark.parametrize("name", ["Bedroom Lamp", "lamp"])
+@pytest.mark.parametrize("name", ["lamp", "Kitchen lamp"])
 async def test_the_device_the_user_named_is_the_one_a_failed_call_reaches(
     hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer, name: str
 ) -> None:
@@ -135,10 +135,13 @@ async def test_the_device_the_user_named_is_the_one_a_failed_call_reaches(
         ("turn on the kitchen light and the bedroom lamp", {"name": "lights"}),
         # The call shares no word with what the user named.
         ("turn on the lamp in the kitchen", {"name": "Bedroom", "area": "Bedroom"}),
-        # The garage light is not exposed: the user's words name no device.
+        # The call names another device.
+        ("turn on the lamp in the kitchen", {"name": "Bedroom Lamp", "area": "Kitchen"}),
+        # The garage light is not exposed: the user named it, or two devices.
         ("turn on the garage light", {"name": "garage light"}),
+        ("turn on the kitchen light and the garage light", {"name": "Garage Light"}),
     ],
-    ids=["two-named", "no-shared-word", "unexposed"],
+    ids=["two-named", "no-shared-word", "another-device", "unexposed", "and-unexposed"],
 )
 async def test_a_failed_call_is_not_aimed_at_a_device_the_user_did_not_name_alone(
     hass: HomeAssistant,

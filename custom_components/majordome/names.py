@@ -61,13 +61,17 @@ def kinds(state: State) -> set[str]:
 
 
 def device_names(
-    hass: HomeAssistant, selected: Callable[[State], bool] = lambda _: True
+    hass: HomeAssistant,
+    selected: Callable[[State], bool] = lambda _: True,
+    *,
+    only_exposed: bool = True,
 ) -> dict[str, list[str]]:
     """The exposed devices `selected` keeps: {entity_id: the names they are called by}.
 
     Their name and aliases; for the one device of a kind in its area, that kind in the
     area ("bedroom lamp", "temperature in the kitchen"); for the one device of a kind
-    among them, the kind alone ("fan").
+    among them, the kind alone ("fan"). With `only_exposed` False, the others too, by
+    their name and aliases only: kinds are how the exposed house is spoken of.
     """
     entities, devices_registry = er.async_get(hass), dr.async_get(hass)
     areas = ar.async_get(hass)
@@ -75,12 +79,13 @@ def device_names(
     by_area: dict[tuple[str, str], list[str]] = {}
     by_kind: dict[str, list[str]] = {}
     for state in hass.states.async_all():
-        if not selected(state) or not async_should_expose(
-            hass, conversation.DOMAIN, state.entity_id
-        ):
+        if not selected(state):
+            continue
+        exposed = async_should_expose(hass, conversation.DOMAIN, state.entity_id)
+        if only_exposed and not exposed:
             continue
         names = [state.name]
-        state_kinds = kinds(state)
+        state_kinds = kinds(state) if exposed else set()
         for kind in state_kinds:
             by_kind.setdefault(kind, []).append(state.entity_id)
         if (entry := entities.async_get(state.entity_id)) is not None:

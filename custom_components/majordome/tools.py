@@ -373,24 +373,35 @@ def _named_target(
 ) -> dict[str, Any] | None:
     """The call aimed at the one device the user named, if the call meant it.
 
-    The user's words name exactly one exposed device (by its name, an alias, its kind
-    in its area or alone: names.py), and the call's target shares a word with what the
-    user called it: "Office Lamp" in area "Kitchen" for "dim the office lamp", "garage"
-    for "open the garage door". None otherwise, or when another device has its name.
+    The user's words name exactly one device, and it is exposed (by its name, an
+    alias, its kind in its area or alone: names.py); the call's target shares a word
+    with what the user called it ("Office Lamp" in area "Kitchen" for "dim the office
+    lamp", "garage" for "open the garage door"); and the call does not name another
+    device ("Garage Light" for "turn on the kitchen light and the garage light", the
+    garage light unexposed). None otherwise, or when another device has its name.
     """
-    named = names.named_in(utterance, names.device_names(hass)) if utterance else {}
+    every = names.device_names(hass, only_exposed=False)
+    named = names.named_in(utterance, every) if utterance else {}
     if len(named) != 1:
         return None
     [(entity_id, said)] = named.items()
+    state = hass.states.get(entity_id)
+    if state is None or not async_should_expose(hass, conversation.DOMAIN, entity_id):
+        return None
     meant = {
         word
         for key in _TARGET_WORDS
         for value in _as_list(arguments.get(key))
         for word in normalize(str(value)).split()
     }
-    state = hass.states.get(entity_id)
-    if state is None or meant.isdisjoint(said) or _namesakes(hass, state.name) > 1:
+    if meant.isdisjoint(said):
         return None
+    called = {normalize(str(value)) for value in _as_list(arguments.get("name"))}
+    own_name = normalize(state.name)
+    for other, given in every.items():
+        other_names = {normalize(name) for name in given}
+        if other != entity_id and (own_name in other_names or called & other_names):
+            return None  # a namesake, or the call names another device
     kept = {key: value for key, value in arguments.items() if key not in _TARGET_KEYS}
     return {**kept, "name": state.name}
 
@@ -399,17 +410,6 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
-
-
-def _namesakes(hass: HomeAssistant, name: str) -> int:
-    """How many exposed entities are called `name` (any case)."""
-    wanted = name.casefold()
-    return sum(
-        1
-        for state in hass.states.async_all()
-        if state.name.casefold() == wanted
-        and async_should_expose(hass, conversation.DOMAIN, state.entity_id)
-    )
 
 
 def _is_a_place(hass: HomeAssistant, key: str, value: Any) -> bool:
