@@ -140,8 +140,17 @@ async def test_the_device_the_user_named_is_the_one_a_failed_call_reaches(
         # The garage light is not exposed: the user named it, or two devices.
         ("turn on the garage light", {"name": "garage light"}),
         ("turn on the kitchen light and the garage light", {"name": "Garage Light"}),
+        # The user named nothing, and the call's "lamp" is one of several.
+        ("turn it on", {"name": "lamp"}),
     ],
-    ids=["two-named", "no-shared-word", "another-device", "unexposed", "and-unexposed"],
+    ids=[
+        "two-named",
+        "no-shared-word",
+        "another-device",
+        "unexposed",
+        "and-unexposed",
+        "a-kind-of-several",
+    ],
 )
 async def test_a_failed_call_is_not_aimed_at_a_device_the_user_did_not_name_alone(
     hass: HomeAssistant,
@@ -177,6 +186,13 @@ RECORDED = [
         },
         "light.lampe_du_bureau",
         {"state": "on", "brightness": 76},
+    ),
+    (
+        "The lamp by my bed, turn it on please",
+        "HassTurnOn",
+        {"name": "lamp", "area": "bedroom", "floor": "bedroom", "domain": ["light"]},
+        "light.bedroom_lamp",
+        {"state": "on"},
     ),
     (
         "Open the garage door",

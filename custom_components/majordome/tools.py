@@ -371,39 +371,65 @@ _TARGET_WORDS = _TARGET_KEYS[:3]
 def _named_target(
     hass: HomeAssistant, arguments: dict[str, Any], utterance: str
 ) -> dict[str, Any] | None:
-    """The call aimed at the one device the user named, if the call meant it.
+    """The call aimed at the one exposed device it meant, the user's words permitting.
 
-    The user's words name exactly one device, and it is exposed (by its name, an
-    alias, its kind in its area or alone: names.py); the call's target shares a word
+    When the user's words name devices (by name, alias, kind in its area or alone:
+    names.py), it is the one they name, if they name only one, the call shares a word
     with what the user called it ("Office Lamp" in area "Kitchen" for "dim the office
-    lamp", "garage" for "open the garage door"); and the call does not name another
-    device ("Garage Light" for "turn on the kitchen light and the garage light", the
-    garage light unexposed). None otherwise, or when another device has its name.
+    lamp", "garage" for "open the garage door"), and the call names no other device
+    ("Garage Light" for "the kitchen light and the garage light", that one unexposed).
+    When they name none, it is the one the call's own target names, read as people say
+    it ("lamp" in area "bedroom" for "the lamp by my bed"), in the call's places that
+    exist. None otherwise, or when another device has its name.
     """
     every = names.device_names(hass, only_exposed=False)
     named = names.named_in(utterance, every) if utterance else {}
-    if len(named) != 1:
-        return None
-    [(entity_id, said)] = named.items()
+    places: dict[str, Any] = {}
+    if named:
+        if len(named) != 1:
+            return None
+        [(entity_id, said)] = named.items()
+        if _words(arguments, _TARGET_WORDS).isdisjoint(said):
+            return None
+    else:
+        called = names.named_in(_as_said(arguments), every)
+        if len(called) != 1:
+            return None
+        [entity_id] = called
+        # Its places that exist stay: the retry narrows, never moves.
+        places = {
+            key: arguments[key]
+            for key in _BROADER_THAN_NAME[:2]
+            if key in arguments and _is_a_place(hass, key, arguments[key])
+        }
     state = hass.states.get(entity_id)
     if state is None or not async_should_expose(hass, conversation.DOMAIN, entity_id):
         return None
-    meant = {
-        word
-        for key in _TARGET_WORDS
-        for value in _as_list(arguments.get(key))
-        for word in normalize(str(value)).split()
-    }
-    if meant.isdisjoint(said):
-        return None
-    called = {normalize(str(value)) for value in _as_list(arguments.get("name"))}
+    called_names = {normalize(str(value)) for value in _as_list(arguments.get("name"))}
     own_name = normalize(state.name)
     for other, given in every.items():
         other_names = {normalize(name) for name in given}
-        if other != entity_id and (own_name in other_names or called & other_names):
+        if other != entity_id and (own_name in other_names or called_names & other_names):
             return None  # a namesake, or the call names another device
     kept = {key: value for key, value in arguments.items() if key not in _TARGET_KEYS}
-    return {**kept, "name": state.name}
+    return {**kept, **places, "name": state.name}
+
+
+def _words(arguments: dict[str, Any], keys: tuple[str, ...]) -> set[str]:
+    """The normalised words of these arguments' values."""
+    return {
+        word
+        for key in keys
+        for value in _as_list(arguments.get(key))
+        for word in normalize(str(value)).split()
+    }
+
+
+def _as_said(arguments: dict[str, Any]) -> str:
+    """A call's target as a person says it: "lamp in the bedroom"."""
+    name = " ".join(str(value) for value in _as_list(arguments.get("name")))
+    area = " ".join(str(value) for value in _as_list(arguments.get("area")))
+    return f"{name} in the {area}" if name and area else name
 
 
 def _as_list(value: Any) -> list[Any]:
