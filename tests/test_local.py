@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+from freezegun.api import FrozenDateTimeFactory
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
@@ -127,6 +128,32 @@ async def test_a_change_made_outside_the_turns_context_is_still_a_change(
     assert thermostat.attributes["temperature"] == temperature
     assert local_outcome(entry) == local.LocalOutcome.HANDLED
     assert str(temperature) in speech(result)  # "Température réglée sur 19 degrés"
+    assert scripted.chat_requests == []
+
+
+DATE_QUESTIONS = [
+    ("en", "what is the date", "Thursday 3 December 2026"),
+    ("fr", "quelle est la date", "jeudi 3 décembre 2026"),
+]
+
+
+@pytest.mark.usefixtures("house")
+@pytest.mark.parametrize("case", DATE_QUESTIONS, ids=[case[1] for case in DATE_QUESTIONS])
+async def test_home_assistants_date_is_said_with_the_weekday(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    freezer: FrozenDateTimeFactory,
+    case: tuple[str, str, str],
+) -> None:
+    language, question, answer = case
+    freezer.move_to("2026-12-03 12:00:00+00:00")
+
+    result = await converse(hass, entry, question, language=language)
+
+    assert local_outcome(entry) == local.LocalOutcome.HANDLED
+    assert entry.runtime_data.last_turn.local_intent == "HassGetCurrentDate"
+    assert answer in speech(result)
     assert scripted.chat_requests == []
 
 

@@ -21,7 +21,7 @@ from homeassistant.components import conversation
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import intent
 
-from . import compat
+from . import compat, tools
 from .const import LOGGER
 
 
@@ -40,6 +40,14 @@ class LocalOutcome(StrEnum):
 # "Hello from Home Assistant." (HassRespond), "never mind" (HassNevermind, which says
 # nothing). The model (or the screening) answers those in the butler's voice.
 NOT_COMMANDS: frozenset[str] = frozenset({"HassRespond", "HassNevermind"})
+
+
+# Home Assistant's clock intents: answered in the butler's words, the weekday with the
+# date ("Thursday 3 December 2026"; Home Assistant says "December 3rd, 2026").
+CLOCK_INTENTS: dict[str, dict[str, bool]] = {
+    "HassGetCurrentDate": {"time": False, "date": True},
+    "HassGetCurrentTime": {"time": True, "date": False},
+}
 
 
 def _not_a_command(result: RecognizeResult) -> bool:
@@ -90,6 +98,8 @@ async def async_try(
         return LocalResult(LocalOutcome.FAILED)
     speech = str(response.speech.get("plain", {}).get("speech", ""))
     name = response.intent.intent_type if response.intent else None
+    if name in CLOCK_INTENTS:
+        speech = await tools.async_clock_sentence(hass, user_input.language, **CLOCK_INTENTS[name])
     return LocalResult(
         LocalOutcome.HANDLED,
         speech,
