@@ -188,6 +188,14 @@ RECORDED = [
         {"state": "on", "brightness": 76},
     ),
     (
+        # The second turn of "Turn on the kitchen light" (turned on by the local stage).
+        "actually, make it 50 percent",
+        "HassTurnOn",
+        {"name": "Kitchen Light", "area": "Kitchen", "floor": "Entrée", "domain": ["light"]},
+        "light.kitchen_light",
+        {"state": "on", "brightness": 128},
+    ),
+    (
         "The lamp by my bed, turn it on please",
         "HassTurnOn",
         {"name": "lamp", "area": "bedroom", "floor": "bedroom", "domain": ["light"]},
@@ -231,3 +239,37 @@ async def test_a_small_models_garbled_call_reaches_the_device_the_user_named(
     }
     [result] = tool_messages(scripted.chat_requests[1])
     assert json.loads(result["content"])["response_type"] == "action_done"
+
+
+@pytest.mark.usefixtures("house")
+@pytest.mark.parametrize(
+    "case",
+    [
+        # A percentage said for a light: its brightness.
+        ("turn on the kitchen light at 40 percent", "Kitchen Light", KITCHEN_LIGHT, 102),
+        ("allume la lumière de la cuisine à 40 %", "Kitchen Light", KITCHEN_LIGHT, 102),
+        # Not a light: turned on as called.
+        ("switch on the coffee maker at 50 percent", "Coffee Maker", "switch.coffee_maker", None),
+        # Two devices named: the percentage may be the other's.
+        (
+            "turn on the kitchen light and set the bedroom blinds to 50 percent",
+            "Kitchen Light",
+            KITCHEN_LIGHT,
+            255,
+        ),
+    ],
+    ids=["light", "light-fr", "switch", "two-named"],
+)
+async def test_turning_on_a_light_at_a_percentage_said_sets_its_brightness(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    scripted: ScriptedServer,
+    case: tuple[str, str, str, int | None],
+) -> None:
+    said, name, entity_id, after = case
+    result = await turn_on(hass, entry, scripted, {"name": name}, said)
+
+    assert result["response_type"] == "action_done"
+    state = hass.states.get(entity_id)
+    assert state.state == "on"
+    assert state.attributes.get("brightness") == after

@@ -282,6 +282,8 @@ class MajordomeAPIInstance(llm.APIInstance):
         arguments = _said_settings(
             tool_input.tool_name, _without_empty_values(tool_input.tool_args), self.utterance
         )
+        if (dimmed := await self._async_dim(tool_input, arguments)) is not None:
+            return dimmed
         try:
             result = await super().async_call_tool(
                 llm.ToolInput(tool_name=tool_input.tool_name, tool_args=arguments, id=tool_input.id)
@@ -299,6 +301,38 @@ class MajordomeAPIInstance(llm.APIInstance):
                 date=spoken_date(now, self.llm_context.language),
             )
         return result
+
+    async def _async_dim(self, tool_input: llm.ToolInput, arguments: dict[str, Any]) -> Any:
+        """HassTurnOn on a light when the user said a percentage: HassLightSet at it.
+
+        "Turn on the kitchen light at 50 %", "actually, make it 50 percent": a small model
+        calls HassTurnOn. Only when the user said one percentage and named at most one
+        device ("the light, and the blinds to 50 %" is not the light's); a target that is
+        no light gets its HassTurnOn. None: not such a call.
+        """
+        tool_names = [tool.name for tool in self.tools]
+        light_set = compat.tool_named("HassLightSet", tool_names)
+        percents = set(_percents(self.utterance))
+        if (
+            compat.base_tool_name(tool_input.tool_name) != "HassTurnOn"
+            or light_set is None
+            or len(percents) != 1
+            or len(names.named_in(self.utterance, names.device_names(self.api.hass))) > 1
+        ):
+            return None
+        dim_input = llm.ToolInput(
+            tool_name=light_set,
+            tool_args={**arguments, "domain": ["light"], "brightness": percents.pop()},
+            id=tool_input.id,
+        )
+        LOGGER.debug("HassTurnOn with a percentage said: %s", dim_input.tool_args)
+        try:
+            result = await self.async_call_tool(dim_input)
+        except HomeAssistantError:
+            return None  # no light: HassTurnOn as called
+        # A retry may reach a device by name in any domain (light.turn_on leaves a
+        # switch as it was): only lights count.
+        return result if _acted_on_lights_only(result) else None
 
     async def _async_retry(
         self, tool_input: llm.ToolInput, arguments: dict[str, Any], err: intent.MatchFailedError
@@ -498,6 +532,23 @@ _COLOR_WORDS = {
 _PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:%|percent|per cent|pour ?cent)")
 
 
+def _acted_on_lights_only(result: Any) -> bool:
+    """Whether an intent's result names entities done, all of them lights."""
+    data = compat.as_data(result).get("data")
+    success = data.get("success") if isinstance(data, dict) else None
+    ids = [
+        str(target.get("id"))
+        for target in (success if isinstance(success, list) else ())
+        if isinstance(target, dict) and target.get("type") == "entity"
+    ]
+    return bool(ids) and all(entity_id.startswith("light.") for entity_id in ids)
+
+
+def _percents(utterance: str) -> list[float]:
+    """The percentages the user said ("30 percent", "50 %", "20 pour cent")."""
+    return [float(n.replace(",", ".")) for n in _PERCENT.findall(utterance.casefold())]
+
+
 def _said_settings(tool_name: str, arguments: dict[str, Any], utterance: str) -> dict[str, Any]:
     """HassLightSet's arguments without the settings a slot-filling model made up.
 
@@ -506,7 +557,7 @@ def _said_settings(tool_name: str, arguments: dict[str, Any], utterance: str) ->
     """
     if compat.base_tool_name(tool_name) != "HassLightSet" or not utterance:
         return arguments
-    percents = {float(n.replace(",", ".")) for n in _PERCENT.findall(utterance.casefold())}
+    percents = set(_percents(utterance))
     temperature = arguments.get("temperature")
     if (
         isinstance(temperature, int | float)
