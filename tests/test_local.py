@@ -16,12 +16,13 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
-from custom_components.majordome import local
+from custom_components.majordome import compat, local
 from custom_components.majordome.config_flow import DEFAULT_OPTIONS
 from custom_components.majordome.const import CONF_LOCAL_INTENTS, CONF_MEMORY_EVERY
 from custom_components.majordome.memory import Onboarding
 from devtools.house import async_setup_house
 from devtools.scripted_server import ScriptedServer, text
+from homeassistant.components import conversation
 from homeassistant.components.assist_pipeline import async_update_pipeline
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.conversation.default_agent import DefaultAgent
@@ -178,10 +179,9 @@ async def test_an_unexposed_entity_is_not_touched_and_goes_to_the_model(
     assert hass.states.get(GARAGE).state == "off"
     assert speech(result) == "I cannot control that light."
     assert len(scripted.chat_requests) == 1
-    # No sentence matches an unexposed name; from 2026.10 the gazetteer refuses it.
-    assert local_outcome(entry) == (
-        local.LocalOutcome.FAILED if HAS_GAZETTEER else local.LocalOutcome.NO_MATCH
-    )
+    # No sentence matches an unexposed name, and the gazetteer is not asked (it would
+    # read an exposed device's near name for it).
+    assert local_outcome(entry) == local.LocalOutcome.NO_MATCH
 
 
 async def test_a_wording_without_a_sentence_is_taken_by_the_gazetteer_where_there_is_one(
@@ -200,6 +200,21 @@ async def test_a_wording_without_a_sentence_is_taken_by_the_gazetteer_where_ther
     assert local_outcome(entry) == local.LocalOutcome.HANDLED
     assert round(hass.states.get(OFFICE_LAMP).attributes["brightness"] / 2.55) == 30
     assert scripted.chat_requests == []
+
+
+async def test_it_after_a_model_turn_is_not_the_local_stages_last_target(
+    hass: HomeAssistant, house: None, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """Turn 1 (local) turned the kitchen light on; turn 2 was the model's: "it" in
+    turn 3 is not the kitchen light (Home Assistant's gazetteer remembers only turn 1)."""
+    scripted.add(text("Which one?"), text("I am not sure what you mean."))
+
+    first = await converse(hass, entry, "turn on the kitchen light")
+    await converse(hass, entry, "the quiet one in the corner", first.conversation_id)
+    await converse(hass, entry, "turn it off", first.conversation_id)
+
+    assert hass.states.get(KITCHEN).state == "on"
+    assert len(scripted.chat_requests) == 2
 
 
 async def test_no_match_goes_to_the_model_with_a_clean_history(
@@ -382,3 +397,22 @@ async def test_a_pipelines_failed_attempt_leaves_the_question_once(
     [request] = scripted.chat_requests
     assert [m["role"] for m in request["messages"]] == ["system", "user"]
     assert local_outcome(entry) == local.LocalOutcome.PIPELINE
+
+
+def test_an_error_after_a_part_was_done_is_handled_not_handed_on() -> None:
+    """A coordinated command whose second part failed: the first part's recorded
+    result makes it handled (said as Home Assistant's error), so the model does not
+    redo it; an error with nothing done is handed on."""
+    error = intent.IntentResponse(language="en")
+    error.async_set_error(intent.IntentResponseErrorCode.NO_VALID_TARGETS, "No porch light")
+    result = {"response_type": "action_done", "data": {"success": []}}
+    field = "result" if compat._RESULT_IS_FIELD else "tool_result"
+    done = conversation.ToolResultContent(
+        agent_id="conversation.home_assistant",
+        tool_call_id="1",
+        tool_name="HassTurnOn",
+        **{field: compat.tool_result(result)},
+    )
+
+    assert local._acted_in_part(error, [done])
+    assert not local._acted_in_part(error, [])

@@ -142,6 +142,10 @@ async def test_the_device_the_user_named_is_the_one_a_failed_call_reaches(
         ("turn on the kitchen light and the garage light", {"name": "Garage Light"}),
         # The user named nothing, and the call's "lamp" is one of several.
         ("turn it on", {"name": "lamp"}),
+        # Only a place is shared: the blinds in the office are not the office lamp.
+        ("turn on the office lamp and close the blinds", {"name": "blinds", "area": "Office"}),
+        # The call's name says a kind the device the user named is not.
+        ("turn on the office lamp", {"name": "office blinds"}),
     ],
     ids=[
         "two-named",
@@ -150,6 +154,8 @@ async def test_the_device_the_user_named_is_the_one_a_failed_call_reaches(
         "unexposed",
         "and-unexposed",
         "a-kind-of-several",
+        "a-place-only",
+        "another-kind",
     ],
 )
 async def test_a_failed_call_is_not_aimed_at_a_device_the_user_did_not_name_alone(
@@ -257,8 +263,18 @@ async def test_a_small_models_garbled_call_reaches_the_device_the_user_named(
             KITCHEN_LIGHT,
             255,
         ),
+        # The one device named is no light: the percentage is not a light's.
+        ("turn on the TV at 30 percent", "Kitchen Light", KITCHEN_LIGHT, 255),
+        # No percentage a light takes (a number too long is no percentage at all).
+        ("turn on the kitchen light at 150 percent", "Kitchen Light", KITCHEN_LIGHT, 255),
+        (
+            "turn on the kitchen light at " + "9" * 400 + " percent",
+            "Kitchen Light",
+            KITCHEN_LIGHT,
+            255,
+        ),
     ],
-    ids=["light", "light-fr", "switch", "two-named"],
+    ids=["light", "light-fr", "switch", "two-named", "named-no-light", "150", "huge"],
 )
 async def test_turning_on_a_light_at_a_percentage_said_sets_its_brightness(
     hass: HomeAssistant,
@@ -273,3 +289,19 @@ async def test_turning_on_a_light_at_a_percentage_said_sets_its_brightness(
     state = hass.states.get(entity_id)
     assert state.state == "on"
     assert state.attributes.get("brightness") == after
+
+
+@pytest.mark.usefixtures("house")
+async def test_a_percentage_with_another_domain_does_not_dim_the_lights(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """The call says a media player: the percentage is not the lights'."""
+    await turn_on(
+        hass,
+        entry,
+        scripted,
+        {"area": "Kitchen", "domain": "media_player"},
+        "turn on the music in the kitchen at 30 percent",
+    )
+
+    assert hass.states.get(KITCHEN_LIGHT).state == "off"

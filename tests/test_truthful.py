@@ -20,7 +20,7 @@ from custom_components.majordome.metacognition import normalize, read_list
 from custom_components.majordome.tools import spoken_date, spoken_time
 from devtools.house import async_setup_house
 from devtools.scripted_server import Reply, ScriptedServer, text, tool_calls
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import Context, HomeAssistant, State
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 
@@ -470,3 +470,26 @@ async def test_changes_are_the_turns_and_its_childrens_only(hass: HomeAssistant)
     hass.states.async_set("light.porch", "on", context=turn)
 
     assert watch.changed == {"light.hall"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "counts"),
+    [
+        (("heat", {"temperature": 20}), ("heat", {"temperature": 19}), True),  # a setting
+        (("off", {}), ("on", {}), True),  # a state
+        # A reading moving by itself, in another context, is no action's doing.
+        (("heat", {"current_temperature": 19}), ("heat", {"current_temperature": 19.5}), False),
+        (("playing", {"media_position": 10}), ("playing", {"media_position": 12}), False),
+    ],
+    ids=["setting", "state", "reading", "playback"],
+)
+def test_a_change_outside_the_turn_counts_only_when_a_setting_or_state_moved(
+    old: tuple[str, dict[str, Any]], new: tuple[str, dict[str, Any]], counts: bool
+) -> None:
+    data = {
+        "entity_id": "climate.x",
+        "old_state": State("climate.x", old[0], old[1]),
+        "new_state": State("climate.x", new[0], new[1]),
+    }
+
+    assert truth._settled_differently(data) is counts

@@ -315,6 +315,18 @@ async def async_gazetteer_intents(
     return await fallback(None, user_input, chat_log)
 
 
+def async_forget_local_targets(hass: HomeAssistant, conversation_id: str) -> None:
+    """Make the built-in agent forget what "it" means in a conversation (2026.10+).
+
+    Its gazetteer remembers the targets of the turns it (or its sentences) handled; a
+    turn the model took is not among them.
+    """
+    agent = getattr(get_agent_manager(hass), "default_agent", None)
+    forget = getattr(getattr(agent, "_gazetteer", None), "async_forget", None)
+    if callable(forget):
+        forget(conversation_id)
+
+
 def pipeline_tried_locally(hass: HomeAssistant, context: Context) -> bool:
     """Whether an Assist pipeline that prefers local commands runs this turn.
 

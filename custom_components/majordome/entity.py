@@ -208,18 +208,19 @@ class MajordomeEntity(Entity):
         """
         # On 2026.x, a pipeline's failed local attempt is left in the chat log.
         pipeline_tried = compat.drop_pipeline_attempt(chat_log, user_input.text)
+        result: local.LocalResult | None = None
         if not self.options.get(CONF_LOCAL_INTENTS, DEFAULT_LOCAL_INTENTS):
             trace.local = local.LocalOutcome.OFF
-            return None
-        if pipeline_tried:
+        elif pipeline_tried:
             trace.local = local.LocalOutcome.PIPELINE
-            return None
-        await pacing.async_wait_pass(self.hass)  # many turns at once: a few per pass
-        started = time.monotonic()
-        result = await local.async_try(self.hass, user_input, chat_log)
-        trace.local_s = time.monotonic() - started
-        trace.local, trace.local_intent = result.outcome, result.intent
-        if result.outcome is not local.LocalOutcome.HANDLED:
+        else:
+            await pacing.async_wait_pass(self.hass)  # many turns at once: a few per pass
+            started = time.monotonic()
+            result = await local.async_try(self.hass, user_input, chat_log)
+            trace.local_s = time.monotonic() - started
+            trace.local, trace.local_intent = result.outcome, result.intent
+        if result is None or result.outcome is not local.LocalOutcome.HANDLED:
+            local.async_forget(self.hass, chat_log.conversation_id)  # the model's turn
             return None
         said: OwnAnswer = ("done" if result.acted or not result.speech else "", result.speech)
         evidence = truth.Evidence(targets=result.targets, other_action=not result.targets)

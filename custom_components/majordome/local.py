@@ -18,10 +18,11 @@ from enum import StrEnum
 from hassil.recognize import RecognizeResult
 
 from homeassistant.components import conversation
+from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import intent
 
-from . import compat, tools
+from . import compat, names, tools
 from .const import LOGGER
 
 
@@ -84,30 +85,67 @@ async def async_try(
     length = len(chat_log.content)
     try:
         response = await compat.async_handle_intents(hass, user_input, chat_log, _not_a_command)
-        if response is None:
+        if response is None and not _names_unexposed(hass, user_input.text):
             response = await compat.async_gazetteer_intents(hass, user_input, chat_log)
     except Exception:  # noqa: BLE001 - the model takes the turn instead
         LOGGER.debug("Local intent matching failed for %r", user_input.text[:200], exc_info=True)
         del chat_log.content[length:]
         return LocalResult(LocalOutcome.ERROR)
+    if response is not None and _acted_in_part(response, chat_log.content[length:]):
+        # A coordinated command whose later part failed: what was done stays in the
+        # history, and Home Assistant's error is said; the model does not redo it.
+        return LocalResult(LocalOutcome.HANDLED, _speech(response), _intent(response))
     if response is None or response.response_type is intent.IntentResponseType.ERROR:
         del chat_log.content[length:]
         if response is None:
             return LocalResult(LocalOutcome.NO_MATCH)
         LOGGER.debug("Home Assistant failed %r (%s)", user_input.text[:200], response.error_code)
         return LocalResult(LocalOutcome.FAILED)
-    speech = str(response.speech.get("plain", {}).get("speech", ""))
-    name = response.intent.intent_type if response.intent else None
-    if name in CLOCK_INTENTS:
+    speech, name = _speech(response), _intent(response)
+    targets = [
+        (target.id, target.name)
+        for target in response.success_results
+        if target.type is intent.IntentResponseTargetType.ENTITY and target.id
+    ]
+    if name in CLOCK_INTENTS and not targets:
         speech = await tools.async_clock_sentence(hass, user_input.language, **CLOCK_INTENTS[name])
     return LocalResult(
         LocalOutcome.HANDLED,
         speech,
         name,
         acted=response.response_type is intent.IntentResponseType.ACTION_DONE,
-        targets=[
-            (target.id, target.name)
-            for target in response.success_results
-            if target.type is intent.IntentResponseTargetType.ENTITY and target.id
-        ],
+        targets=targets,
     )
+
+
+def _speech(response: intent.IntentResponse) -> str:
+    return str(response.speech.get("plain", {}).get("speech", ""))
+
+
+def _intent(response: intent.IntentResponse) -> str | None:
+    return response.intent.intent_type if response.intent else None
+
+
+def _names_unexposed(hass: HomeAssistant, text: str) -> bool:
+    """Whether the text names a device that is not exposed ("the garage light").
+
+    Home Assistant's own flow claims such a sentence before its gazetteer (which would
+    read a near name of an exposed device for it); so does the local stage.
+    """
+    named = names.named_in(text, names.device_names(hass, only_exposed=False))
+    return any(not async_should_expose(hass, conversation.DOMAIN, entity_id) for entity_id in named)
+
+
+def _acted_in_part(response: intent.IntentResponse, added: list[conversation.Content]) -> bool:
+    """An error answer after parts of the command were carried out (and recorded)."""
+    return response.response_type is intent.IntentResponseType.ERROR and any(
+        isinstance(content, conversation.ToolResultContent)
+        and not compat.result_failed(content)
+        and compat.result_data(content).get("response_type") == "action_done"
+        for content in added
+    )
+
+
+def async_forget(hass: HomeAssistant, conversation_id: str) -> None:
+    """The model took a turn: "it" in the next no longer means the local stage's target."""
+    compat.async_forget_local_targets(hass, conversation_id)

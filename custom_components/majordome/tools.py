@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 import json
 import re
 from typing import Any
@@ -18,7 +19,7 @@ import voluptuous as vol
 
 from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_should_expose
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import (
     area_registry as ar,
@@ -313,13 +314,18 @@ class MajordomeAPIInstance(llm.APIInstance):
         tool_names = [tool.name for tool in self.tools]
         light_set = compat.tool_named("HassLightSet", tool_names)
         percents = set(_percents(self.utterance))
+        domains = {str(domain) for domain in _as_list(arguments.get("domain"))}
         if (
             compat.base_tool_name(tool_input.tool_name) != "HassTurnOn"
             or light_set is None
             or len(percents) != 1
-            or len(names.named_in(self.utterance, names.device_names(self.api.hass))) > 1
+            or (domains and "light" not in domains)
         ):
             return None
+        every = names.device_names(self.api.hass, only_exposed=False)
+        named = names.named_in(self.utterance, every)
+        if len(named) > 1 or any(not entity_id.startswith("light.") for entity_id in named):
+            return None  # the percentage may be another device's
         dim_input = llm.ToolInput(
             tool_name=light_set,
             tool_args={**arguments, "domain": ["light"], "brightness": percents.pop()},
@@ -328,8 +334,8 @@ class MajordomeAPIInstance(llm.APIInstance):
         LOGGER.debug("HassTurnOn with a percentage said: %s", dim_input.tool_args)
         try:
             result = await self.async_call_tool(dim_input)
-        except HomeAssistantError:
-            return None  # no light: HassTurnOn as called
+        except (HomeAssistantError, vol.Invalid):
+            return None  # no light, or no brightness it takes: HassTurnOn as called
         # A retry may reach a device by name in any domain (light.turn_on leaves a
         # switch as it was): only lights count.
         return result if _acted_on_lights_only(result) else None
@@ -350,8 +356,11 @@ class MajordomeAPIInstance(llm.APIInstance):
         hass = self.api.hass
         tried = [arguments]
         for retry in (
-            _most_specific_target(hass, arguments),
-            _named_target(hass, arguments, self.utterance),
+            build(hass, arguments)
+            for build in (
+                _most_specific_target,
+                partial(_named_target, utterance=self.utterance),
+            )
         ):
             if retry is None or retry in tried:
                 continue
@@ -397,9 +406,8 @@ def _most_specific_target(hass: HomeAssistant, arguments: dict[str, Any]) -> dic
     return retry
 
 
-# What a call targets; only the first three are the model's words for the device.
+# What a call targets.
 _TARGET_KEYS = ("name", "area", "floor", "domain", "device_class")
-_TARGET_WORDS = _TARGET_KEYS[:3]
 
 
 def _named_target(
@@ -408,8 +416,8 @@ def _named_target(
     """The call aimed at the one exposed device it meant, the user's words permitting.
 
     When the user's words name devices (by name, alias, kind in its area or alone:
-    names.py), it is the one they name, if they name only one, the call shares a word
-    with what the user called it ("Office Lamp" in area "Kitchen" for "dim the office
+    names.py), it is the one they name, if they name only one, the call's name shares a
+    word with what the user called it ("Office Lamp" in area "Kitchen" for "dim the office
     lamp", "garage" for "open the garage door"), and the call names no other device
     ("Garage Light" for "the kitchen light and the garage light", that one unexposed).
     When they name none, it is the one the call's own target names, read as people say
@@ -423,7 +431,9 @@ def _named_target(
         if len(named) != 1:
             return None
         [(entity_id, said)] = named.items()
-        if _words(arguments, _TARGET_WORDS).isdisjoint(said):
+        # Through the call's name: a shared area alone is not enough ("the blinds" in
+        # the office are not the office lamp the user also named).
+        if _words(arguments, ("name",)).isdisjoint(said):
             return None
     else:
         called = names.named_in(_as_said(arguments), every)
@@ -437,7 +447,11 @@ def _named_target(
             if key in arguments and _is_a_place(hass, key, arguments[key])
         }
     state = hass.states.get(entity_id)
-    if state is None or not async_should_expose(hass, conversation.DOMAIN, entity_id):
+    if (
+        state is None
+        or not async_should_expose(hass, conversation.DOMAIN, entity_id)
+        or not _of_the_kinds_called(state, arguments)
+    ):
         return None
     called_names = {normalize(str(value)) for value in _as_list(arguments.get("name"))}
     own_name = normalize(state.name)
@@ -447,6 +461,23 @@ def _named_target(
             return None  # a namesake, or the call names another device
     kept = {key: value for key, value in arguments.items() if key not in _TARGET_KEYS}
     return {**kept, **places, "name": state.name}
+
+
+def _of_the_kinds_called(state: State, arguments: dict[str, Any]) -> bool:
+    """Whether a device is what the call's name and domain say it is.
+
+    Every kind word in the call's name ("blinds", "lamp") is one of the device's kinds;
+    a domain the call gives is the device's, unless its name says the device's kind
+    ("fan" with domain "light" for a switch named "Ventilateur": small models fill the
+    domain at random, the name is what they mean).
+    """
+    kinds = names.kinds(state)
+    called = _words(arguments, ("name",))
+    said_kinds = {kind for kind, words in names.KINDS.items() if called & words}
+    if not said_kinds <= kinds:
+        return False
+    domains = {str(domain) for domain in _as_list(arguments.get("domain"))}
+    return not domains or state.domain in domains or bool(said_kinds)
 
 
 def _words(arguments: dict[str, Any], keys: tuple[str, ...]) -> set[str]:
@@ -529,7 +560,9 @@ _COLOR_WORDS = {
 }
 
 
-_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:%|percent|per cent|pour ?cent)")
+# Up to three digits (and two decimals), not inside a longer number: linear, and never
+# a float too big to be a percentage.
+_PERCENT = re.compile(r"(?<![\d.,])(\d{1,3}(?:[.,]\d{1,2})?)\s*(?:%|percent|per cent|pour ?cent)")
 
 
 def _acted_on_lights_only(result: Any) -> bool:
@@ -545,8 +578,9 @@ def _acted_on_lights_only(result: Any) -> bool:
 
 
 def _percents(utterance: str) -> list[float]:
-    """The percentages the user said ("30 percent", "50 %", "20 pour cent")."""
-    return [float(n.replace(",", ".")) for n in _PERCENT.findall(utterance.casefold())]
+    """The percentages the user said ("30 percent", "50 %", "20 pour cent"), 0 to 100."""
+    found = (float(n.replace(",", ".")) for n in _PERCENT.findall(utterance.casefold()))
+    return [value for value in found if 0 <= value <= 100]
 
 
 def _said_settings(tool_name: str, arguments: dict[str, Any], utterance: str) -> dict[str, Any]:

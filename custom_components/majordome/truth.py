@@ -100,6 +100,23 @@ def _in_the_house(data: Mapping[str, Any]) -> bool:
     return str(data.get("entity_id", "")).partition(".")[0] not in _NOT_THE_HOUSE
 
 
+# Attributes that move by themselves (readings, playback): no action's doing.
+_READINGS: Final = frozenset(
+    {"current_temperature", "current_humidity", "media_position", "media_position_updated_at"}
+)
+
+
+def _settled_differently(data: Mapping[str, Any]) -> bool:
+    """A state change that is more than a reading moving: its state, or a setting."""
+    old, new = data.get("old_state"), data.get("new_state")
+    if not isinstance(old, State) or not isinstance(new, State):
+        return False
+    if old.state != new.state:
+        return True
+    keys = (old.attributes.keys() | new.attributes.keys()) - _READINGS
+    return any(old.attributes.get(key) != new.attributes.get(key) for key in keys)
+
+
 class ChangeWatch:
     """The state changes the turn causes, noted while it runs.
 
@@ -129,8 +146,8 @@ class ChangeWatch:
         context = event.context
         entity_id = event.data.get("entity_id")
         if context.id not in self._ours and context.parent_id not in self._ours:
-            if event.event_type == EVENT_STATE_CHANGED and isinstance(entity_id, str):
-                self._changed_elsewhere.add(entity_id)
+            if event.event_type == EVENT_STATE_CHANGED and _settled_differently(event.data):
+                self._changed_elsewhere.add(str(entity_id))
                 self._moved.set()
             return
         self._ours.add(context.id)
