@@ -137,17 +137,22 @@ def named_in(text: str, names: Mapping[str, Iterable[str]]) -> dict[str, tuple[s
     """The devices the text names, each with the words it was named by.
 
     A name inside a longer one the text also holds does not count ("lamp" in "office
-    lamp"): the longer name says which device.
+    lamp"): the longer name says which device. Each name is looked up once per place
+    in the text and length of name, not matched against the text one by one.
     """
     said = normalize(text).split()
-    spans: list[tuple[int, int, str, tuple[str, ...]]] = []
+    by_words: dict[tuple[str, ...], set[str]] = {}
     for entity_id, words in name_words(names).items():
         for name in words:
-            spans.extend(
-                (start, start + len(name), entity_id, name)
-                for start in range(len(said) - len(name) + 1)
-                if tuple(said[start : start + len(name)]) == name
-            )
+            by_words.setdefault(name, set()).add(entity_id)
+    lengths = sorted({len(name) for name in by_words})
+    spans = [
+        (start, start + size, entity_id, name)
+        for start in range(len(said))
+        for size in lengths
+        if start + size <= len(said) and (name := tuple(said[start : start + size])) in by_words
+        for entity_id in by_words[name]
+    ]
     return {
         entity_id: name
         for start, end, entity_id, name in spans
