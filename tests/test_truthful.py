@@ -493,3 +493,19 @@ def test_a_change_outside_the_turn_counts_only_when_a_setting_or_state_moved(
     }
 
     assert truth._settled_differently(data) is counts
+
+
+async def test_an_intent_that_failed_on_every_entity_is_not_done(
+    hass: HomeAssistant, entry: MockConfigEntry, scripted: ScriptedServer
+) -> None:
+    """Recorded from the 0.5B on 2025.4.4: HassTurnOn on the kitchen's temperature
+    sensor; Home Assistant names the area as done and the sensor as failed."""
+    scripted.add(
+        tool_calls(("HassTurnOn", {"name": "Kitchen Temperature", "area": "Kitchen"})),
+        text("Done."),
+    )
+
+    result = await converse(hass, entry, "It's pitch dark in the kitchen")
+
+    assert speech(result) != "Done."
+    assert hass.states.get(KITCHEN).state == "off"

@@ -199,10 +199,19 @@ def evidence_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> Evid
         evidence.clock_read |= name in tools.SPOKEN_TOOLS
         if name in _QUERY_TOOLS:
             continue
-        targets = entity_targets(compat.result_data(content))
+        data = compat.result_data(content)
+        targets = entity_targets(data)
         evidence.targets.extend(targets)
-        evidence.other_action |= not targets
+        # An intent whose every entity failed is no action, though it names its area
+        # as done (2025.4: HassTurnOn on a sensor in the kitchen).
+        evidence.other_action |= not targets and not _failed(data)
     return evidence
+
+
+def _failed(result: object) -> bool:
+    """Whether an intent's result lists targets it failed on."""
+    data = result.get("data") if isinstance(result, dict) else None
+    return isinstance(data, dict) and bool(data.get("failed"))
 
 
 def entity_targets(result: object) -> list[tuple[str, str]]:
