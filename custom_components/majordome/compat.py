@@ -306,13 +306,25 @@ async def async_gazetteer_intents(
     interpretation it accepts and can answer, and refuses the rest (an error response).
     None: no gazetteer in this release or language, or nothing recognised.
     """
+    fallback = _gazetteer_fallback(hass)
+    if fallback is None:
+        return None
+    return await fallback(None, user_input, chat_log)
+
+
+def has_gazetteer(hass: HomeAssistant) -> bool:
+    """Whether the built-in agent has a gazetteer fallback (2026.10+)."""
+    return _gazetteer_fallback(hass) is not None
+
+
+def _gazetteer_fallback(
+    hass: HomeAssistant,
+) -> Callable[..., Awaitable[intent.IntentResponse | None]] | None:
     agent = getattr(get_agent_manager(hass), "default_agent", None)
     fallback: Callable[..., Awaitable[intent.IntentResponse | None]] | None = getattr(
         agent, "_async_gazetteer_fallback", None
     )
-    if fallback is None:
-        return None
-    return await fallback(None, user_input, chat_log)
+    return fallback
 
 
 def async_forget_local_targets(hass: HomeAssistant, conversation_id: str) -> None:

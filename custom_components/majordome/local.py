@@ -85,7 +85,11 @@ async def async_try(
     length = len(chat_log.content)
     try:
         response = await compat.async_handle_intents(hass, user_input, chat_log, _not_a_command)
-        if response is None and not _names_unexposed(hass, user_input.text):
+        if (
+            response is None
+            and compat.has_gazetteer(hass)
+            and not _names_unexposed(hass, user_input.text)
+        ):
             response = await compat.async_gazetteer_intents(hass, user_input, chat_log)
     except Exception:  # noqa: BLE001 - the model takes the turn instead
         LOGGER.debug("Local intent matching failed for %r", user_input.text[:200], exc_info=True)

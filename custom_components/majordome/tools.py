@@ -565,15 +565,22 @@ _COLOR_WORDS = {
 _PERCENT = re.compile(r"(?<![\d.,])(\d{1,3}(?:[.,]\d{1,2})?)\s*(?:%|percent|per cent|pour ?cent)")
 
 
+def entity_targets(result: object) -> list[tuple[str, str]]:
+    """The entities an intent's result names as done: [(entity_id, name)]."""
+    if not isinstance(result, dict) or result.get("response_type") != "action_done":
+        return []
+    data = result.get("data")
+    success = data.get("success") if isinstance(data, dict) else None
+    return [
+        (str(target["id"]), str(target.get("name") or target["id"]))
+        for target in success or ()
+        if isinstance(target, dict) and target.get("type") == "entity" and target.get("id")
+    ]
+
+
 def _acted_on_lights_only(result: Any) -> bool:
     """Whether an intent's result names entities done, all of them lights."""
-    data = compat.as_data(result).get("data")
-    success = data.get("success") if isinstance(data, dict) else None
-    ids = [
-        str(target.get("id"))
-        for target in (success if isinstance(success, list) else ())
-        if isinstance(target, dict) and target.get("type") == "entity"
-    ]
+    ids = [entity_id for entity_id, _ in entity_targets(compat.as_data(result))]
     return bool(ids) and all(entity_id.startswith("light.") for entity_id in ids)
 
 

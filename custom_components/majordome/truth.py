@@ -200,7 +200,7 @@ def evidence_from_tools(chat_log: conversation.ChatLog, turn_start: int) -> Evid
         if name in _QUERY_TOOLS:
             continue
         data = compat.result_data(content)
-        targets = entity_targets(data)
+        targets = tools.entity_targets(data)
         evidence.targets.extend(targets)
         # An intent whose every entity failed is no action, though it names its area
         # as done (2025.4: HassTurnOn on a sensor in the kitchen).
@@ -212,19 +212,6 @@ def _failed(result: object) -> bool:
     """Whether an intent's result lists targets it failed on."""
     data = result.get("data") if isinstance(result, dict) else None
     return isinstance(data, dict) and bool(data.get("failed"))
-
-
-def entity_targets(result: object) -> list[tuple[str, str]]:
-    """The entities an intent's result names as done: [(entity_id, name)]."""
-    if not isinstance(result, dict) or result.get("response_type") != "action_done":
-        return []
-    data = result.get("data")
-    success = data.get("success") if isinstance(data, dict) else None
-    return [
-        (str(target["id"]), str(target.get("name") or target["id"]))
-        for target in success or ()
-        if isinstance(target, dict) and target.get("type") == "entity" and target.get("id")
-    ]
 
 
 def claims_done(text: str) -> bool:
